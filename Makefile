@@ -1,0 +1,46 @@
+# advnb — two commands for a fresh machine:
+#   make test               install everything into .venv and run the test suite (what CI runs)
+#   make run [SCALE=quick]  install, then render every notebook to reports/<SCALE>/ with papermill
+PYTHON ?= python3
+VENV   ?= .venv
+SCALE  ?= quick
+JOBS   ?= 1
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.advnb-installed
+
+.PHONY: install test run smoke export clean-nbs sync-check bench peers
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## the test suite: notebooks and package in sync, notebooks clean, unit tests, every notebook at smoke scale
+test: install
+	$(BIN)/python tools/check_sync.py
+	$(BIN)/python -m pytest
+
+## the main job: every notebook through papermill at $(SCALE), rendered to reports/$(SCALE)/
+run: install
+	$(BIN)/advnb run --scale $(SCALE) --jobs $(JOBS)
+
+smoke:
+	$(MAKE) run SCALE=smoke
+
+## developer helpers
+export: install
+	$(BIN)/nbdev-export
+	$(BIN)/nbdev-clean
+
+sync-check: install
+	$(BIN)/python tools/check_sync.py
+
+peers: install
+	$(BIN)/python -m pip install --quiet -e '.[test,peers]'
+
+bench: install
+	$(BIN)/python tools/bench_attacks.py
