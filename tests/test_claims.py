@@ -1,0 +1,24 @@
+import pytest
+
+from advnb import claims, core
+
+
+def test_record_replaces_by_id_and_keeps_others(tmp_path):
+    core.start_run("nb", scale="smoke", seed=0, reports_dir=tmp_path)
+    claims.record("X-1", "A", "3.1", "s", "paper", {"ours": 1}, True)
+    claims.record("X-2", "A", "3.2", "s", "paper", 0.5, None)
+    claims.record("X-1", "A", "3.1", "s", "paper", {"ours": 2}, False)
+    df = claims.load_claims("smoke", tmp_path)
+    assert sorted(df["id"]) == ["X-1", "X-2"]
+    row = df.set_index("id").loc["X-1"]
+    assert row["our_value"] == {"ours": 2} and row["holds"] is False or row["holds"] == False
+    t = claims.claims_table("smoke", tmp_path)
+    assert list(t["verdict"]) == ["does not hold", "inconclusive"]
+    core._current_run = None
+
+
+def test_holds_must_be_boolean_or_none(tmp_path):
+    core.start_run("nb", scale="smoke", seed=0, reports_dir=tmp_path)
+    with pytest.raises(TypeError, match="holds must be"):
+        claims.record("X-3", "A", "3", "s", "p", 1, "yes")
+    core._current_run = None

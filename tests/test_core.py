@@ -1,0 +1,124 @@
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+import torch
+
+from advnb import core
+from advnb.core import Settings, SettingsError, load_settings
+
+
+def write_ini(path: Path, **kv) -> Path:
+    path.write_text("[advnb]\n" + "".join(f"{k} = {v}\n" for k, v in kv.items()))
+    return path
+
+
+def test_defaults_when_no_file_and_no_env(tmp_path):
+    s = load_settings(path=None, environ={"ADVNB_SETTINGS": str(write_ini(tmp_path / "s.ini"))})
+    assert (s.device, s.num_workers, s.scale, s.download) == ("auto", 0, "quick", False)
+    assert s.data_root.is_absolute()
+
+
+def test_ini_overrides_defaults_and_resolves_relative_to_file(tmp_path):
+    ini = write_ini(tmp_path / "settings.ini", data_root="mydata", num_workers=3, scale="paper", download="yes")
+    s = load_settings(ini, environ={})
+    assert s.data_root == (tmp_path / "mydata").resolve()
+    assert (s.num_workers, s.scale, s.download) == (3, "paper", True)
+    assert s.source == str(ini)
+
+
+def test_env_overrides_ini(tmp_path):
+    ini = write_ini(tmp_path / "settings.ini", data_root="mydata", device="cpu", num_workers=3)
+    env = {"ADVNB_DATA_ROOT": str(tmp_path / "elsewhere"), "ADVNB_NUM_WORKERS": "1", "ADVNB_DOWNLOAD": "0"}
+    s = load_settings(ini, environ=env)
+    assert s.data_root == tmp_path / "elsewhere"
+    assert s.num_workers == 1 and s.device == "cpu" and s.download is False
+
+
+def test_settings_file_found_by_walking_up_and_via_env(tmp_path, monkeypatch):
+    write_ini(tmp_path / "settings.ini", scale="smoke")
+    sub = tmp_path / "a" / "b"
+    sub.mkdir(parents=True)
+    assert core.find_settings_file(environ={}, start=sub) == tmp_path / "settings.ini"
+    other = write_ini(tmp_path / "other.ini", scale="paper")
+    assert load_settings(environ={"ADVNB_SETTINGS": str(other)}).scale == "paper"
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("num_workers", "many", "not an integer"), ("num_workers", "-1", "0 or more"), ("download", "maybe", "boolean"),
+    ("scale", "huge", "not one of"), ("device", "gpu0", "not a torch device")])
+def test_bad_values_name_key_and_origin(tmp_path, key, value, needle):
+    with pytest.raises(SettingsError, match=needle) as e:
+        load_settings(write_ini(tmp_path / "settings.ini"), environ={f"ADVNB_{key.upper()}": value})
+    assert f"ADVNB_{key.upper()}" in str(e.value)
+
+
+def test_unknown_key_in_ini_is_an_error(tmp_path):
+    with pytest.raises(SettingsError, match="unknown key 'colour'"):
+        load_settings(write_ini(tmp_path / "settings.ini", colour="blue"), environ={})
+
+
+def test_repository_settings_file_parses():
+    s = load_settings(Path(__file__).resolve().parents[1] / "settings.ini", environ={})
+    assert isinstance(s, Settings) and s.scale in core.SCALES
+
+
+def test_device_choice():
+    assert core.get_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert core.get_device("auto").type in ("cpu", "mps")
+        with pytest.raises(SettingsError, match="CUDA is not available"):
+            core.get_device("cuda")
+
+
+def test_seed_everything_repeats_all_streams():
+    import random
+    import numpy as np
+    core.seed_everything(123)
+    a = (random.random(), np.random.rand(), torch.rand(3))
+    core.seed_everything(123)
+    b = (random.random(), np.random.rand(), torch.rand(3))
+    assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    p = tmp_path / "f.txt"
+    core.atomic_write_text(p, "old")
+    with pytest.raises(RuntimeError):
+        with core.atomic_path(p) as tmp:
+            tmp.write_text("new but interrupted")
+            raise RuntimeError("interrupted")
+    assert p.read_text() == "old"
+    assert [x.name for x in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_content_hash_is_order_independent_and_sensitive():
+    assert core.content_hash({"a": 1, "b": [1, 2]}) == core.content_hash({"b": [1, 2], "a": 1})
+    assert core.content_hash({"a": 1}) != core.content_hash({"a": 2})
+
+
+def test_save_figure_and_table_use_paper_numbers(tmp_path):
+    run = core.start_run("t", scale="smoke", seed=0, reports_dir=tmp_path)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    paths = core.save_figure(fig, "lowpass natural", paper="A", number="1a")
+    plt.close(fig)
+    assert [p.name for p in paths] == ["A_fig1a_lowpass_natural.png", "A_fig1a_lowpass_natural.pdf"]
+    assert paths[0].read_bytes()[:4] == b"\x89PNG" and paths[1].read_bytes()[:4] == b"%PDF"
+    df = pd.DataFrame({"model": ["STD", "ADV"], "acc": [0.9531, 0.8443]}).set_index("model")
+    csv, md = core.save_table(df, "local responses", paper="A", number=1)
+    assert csv.name == "A_table1_local_responses.csv" and md.name == "A_table1_local_responses.md"
+    assert pd.read_csv(csv, index_col=0).loc["ADV", "acc"] == pytest.approx(0.8443)
+    assert md.read_text().splitlines()[:3] == ["| model | acc |", "| --- | --- |", "| STD | 0.9531 |"]
+    assert run.root == (tmp_path / "smoke").resolve()
+    core._current_run = None
+
+
+def test_start_run_rejects_unknown_scale(tmp_path):
+    with pytest.raises(SettingsError, match="not one of"):
+        core.start_run("t", scale="medium", reports_dir=tmp_path)

@@ -1,0 +1,111 @@
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from advnb import runner
+from advnb.runner import RunnerError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_notebook(path: Path, params_src: str, body: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    p = nbformat.v4.new_code_cell(params_src)
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# test"), p, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / "nbs").mkdir()
+    (tmp_path / "params").mkdir()
+    make_notebook(tmp_path / "nbs" / "a_ok.ipynb", 'scale = "smoke"\nseed = 0\nn = 3\nrate = 0.5\nname = "x"\nflag = False',
+                  "from advnb.core import start_run, save_table\nimport pandas as pd\n"
+                  "run = start_run('a_ok', scale=scale, seed=seed)\n"
+                  "save_table(pd.DataFrame({'n': [n], 'rate': [rate]}), 'result', paper='T', number=1)\nprint(n * rate)")
+    make_notebook(tmp_path / "nbs" / "b_fail.ipynb", 'scale = "smoke"\nseed = 0',
+                  "x = 1\nraise ValueError('boom at smoke')")
+    for s in ("smoke", "quick", "paper"):
+        (tmp_path / "params" / f"{s}.yaml").write_text("{}\n")
+    return tmp_path
+
+
+def test_notebook_parameters_parsed(project):
+    assert runner.notebook_parameters(project / "nbs" / "a_ok.ipynb") == \
+        {"scale": "smoke", "seed": 0, "n": 3, "rate": 0.5, "name": "x", "flag": False}
+
+
+def test_non_literal_parameter_is_rejected(tmp_path):
+    nb = make_notebook(tmp_path / "x.ipynb", "import math\nn = 3", "")
+    with pytest.raises(RunnerError, match="only `name = literal`"):
+        runner.notebook_parameters(nb)
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    ({"a_ok": {"colour": 1}}, "a_ok: unknown parameter 'colour'"),
+    ({"a_ok": {"n": "three"}}, "a_ok: n='three' is a str"),
+    ({"a_ok": {"n": 2.5}}, "a_ok: n=2.5 is a float"),
+    ({"a_ok": {"flag": 1}}, "a_ok: flag=1 is a int"),
+    ({"a_ok": {"scale": "paper"}}, "'scale' is set by --scale"),
+    ({"zz_missing": {"n": 1}}, "no notebook 'zz_missing'"),
+])
+def test_validation_names_notebook_and_key_and_runs_nothing(project, overrides, needle):
+    (project / "params" / "quick.yaml").write_text(yaml.safe_dump(overrides))
+    reports = project / "reports"
+    with pytest.raises(RunnerError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        runner.run("quick", project=project, reports_dir=reports, log=lambda *_: None)
+    assert not (reports / "quick").exists()
+
+
+def test_valid_overrides_accepted(project):
+    (project / "params" / "quick.yaml").write_text(yaml.safe_dump({"a_ok": {"n": 5, "rate": 1, "name": "y"}}))
+    runner.validate_param_sets(runner.load_param_sets(project, "quick"), runner.list_notebooks(project), "quick")
+
+
+def test_end_to_end_failure_reporting_and_skip_logic(project):
+    reports = project / "reports"
+    logs = []
+    failed = runner.run("smoke", project=project, reports_dir=reports, log=logs.append)
+    assert failed == 1
+    out = reports / "smoke"
+    # the good notebook rendered, with its table; the failing one rendered up to the failing cell
+    assert (out / "a_ok.ipynb").exists() and (out / "a_ok.html").exists()
+    assert (out / "tables" / "T_table1_result.csv").exists()
+    assert (out / "b_fail.html").exists() and "boom at smoke" in (out / "b_fail.html").read_text()
+    state = json.loads((out / ".state" / "b_fail.json").read_text())
+    assert state["status"] == "failed" and "ValueError: boom at smoke" in state["error"] and state["failed_cell"]
+    assert any("b_fail" in l and "boom at smoke" in l for l in logs)
+    index = (out / "index.html").read_text()
+    assert "a_ok.html" in index and "T_table1_result" in index and "failed" in index
+    # second run: the successful notebook is skipped, the failed one runs again
+    logs.clear()
+    runner.run("smoke", project=project, reports_dir=reports, log=logs.append)
+    assert any(l.startswith("skip  a_ok") for l in logs) and any("b_fail" in l and "failed" in l for l in logs)
+    # a changed parameter, or --force, runs it again
+    (project / "params" / "smoke.yaml").write_text(yaml.safe_dump({"a_ok": {"n": 4}}))
+    logs.clear()
+    runner.run("smoke", ["a_ok"], project=project, reports_dir=reports, log=logs.append)
+    assert not any(l.startswith("skip") for l in logs)
+    assert "2.0" in (out / "a_ok.html").read_text()
+    logs.clear()
+    runner.run("smoke", ["a_ok"], force=True, project=project, reports_dir=reports, log=logs.append)
+    assert not any(l.startswith("skip") for l in logs)
+
+
+def test_cli_exit_codes(project, capsys):
+    (project / "params" / "quick.yaml").write_text(yaml.safe_dump({"a_ok": {"bogus": 1}}))
+    assert runner.main(["run", "--scale", "quick", "--project", str(project), "--reports-dir", str(project / "r")]) == 2
+    assert "unknown parameter 'bogus'" in capsys.readouterr().err
+    assert runner.main(["run", "nope", "--scale", "smoke", "--project", str(project), "--reports-dir", str(project / "r")]) == 2
+
+
+def test_repository_param_sets_are_valid():
+    nbs = runner.list_notebooks(ROOT)
+    for scale in ("smoke", "quick", "paper"):
+        runner.validate_param_sets(runner.load_param_sets(ROOT, scale), nbs, scale)

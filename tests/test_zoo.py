@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+from advnb import train as T
+from advnb import zoo
+from advnb.train import TrainSpec
+
+SPEC = TrainSpec(arch="simple_cnn", dataset="synthetic-mnist", n_per_class=6, eval_n_per_class=3, batch_size=16,
+                 lr=0.05, epochs=2, milestones=(), seed=3)
+
+
+def same(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_get_trains_once_then_loads(isolated_settings, monkeypatch):
+    m1 = zoo.get(SPEC, show_progress=False)
+    assert zoo.is_trained(SPEC) and zoo.checkpoint_epochs(SPEC) == [1, 2]
+    assert [h["epoch"] for h in zoo.history(SPEC)] == [1, 2]
+    monkeypatch.setattr(zoo, "train", lambda *a, **k: pytest.fail("zoo retrained a cached model"))
+    m2 = zoo.get(SPEC, show_progress=False)
+    assert same(m1, m2) and not m2.training
+    assert not same(zoo.load_epoch(SPEC, 1), m2)
+
+
+def test_corrupted_cache_is_retrained_not_loaded(isolated_settings):
+    m1 = zoo.get(SPEC, show_progress=False)
+    final = T.checkpoint_path(zoo.spec_dir(SPEC), 2)
+    data = bytearray(final.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    final.write_bytes(bytes(data))
+    calls = []
+    orig = zoo.train
+    zoo.train = lambda *a, **k: (calls.append(1), orig(*a, **k))[1]
+    try:
+        m2 = zoo.get(SPEC, show_progress=False)
+    finally:
+        zoo.train = orig
+    assert calls == [1]
+    assert same(m1, m2)  # deterministic training reproduces the lost weights
+    T.load_model_state(T.build_from_spec(SPEC), final)  # and the file on disk is sound again
+
+
+def test_interrupted_training_resumes(isolated_settings):
+    d = zoo.spec_dir(SPEC)
+    T.train(SPEC, d, device="cpu", show_progress=False, stop_after_epoch=1)
+    assert not zoo.is_trained(SPEC)
+    m = zoo.get(SPEC, show_progress=False)
+    ref, _ = T.train(SPEC, isolated_settings / "ref", device="cpu", show_progress=False)
+    assert same(m, ref)
+
+
+def test_missing_model_without_training_is_an_error(isolated_settings):
+    with pytest.raises(FileNotFoundError, match="not in the zoo"):
+        zoo.get(SPEC.replace(seed=99), train_if_missing=False)
+    with pytest.raises(FileNotFoundError, match="no checkpoint of epoch 5"):
+        zoo.load_epoch(SPEC.replace(seed=98), 5)
