@@ -109,3 +109,12 @@ def test_repository_param_sets_are_valid():
     nbs = runner.list_notebooks(ROOT)
     for scale in ("smoke", "quick", "paper"):
         runner.validate_param_sets(runner.load_param_sets(ROOT, scale), nbs, scale)
+
+
+def test_every_notebook_has_a_tagged_parameters_cell_with_scale_and_seed():
+    # nbdev-clean must keep the papermill tag (pyproject: allowed_cell_metadata_keys = ["tags"])
+    for nb in runner.list_notebooks(ROOT):
+        if nb.stem == "index":
+            continue
+        params = runner.notebook_parameters(nb)
+        assert params.get("scale") == "smoke" and "seed" in params, f"{nb.name}: parameters cell missing or untagged"
