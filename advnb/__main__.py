@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/08_cli.ipynb #13f98c92
+# %% ../nbs/08_cli.ipynb #c35f3b91
 import sys
 
 from .runner import main
 
-# %% ../nbs/08_cli.ipynb #fe90fc50
+# %% ../nbs/08_cli.ipynb #ae2e3884
 if __name__ == "__main__" and "ipykernel" not in sys.modules:  # not when this notebook itself is executed
     sys.exit(main())
