@@ -1,0 +1,317 @@
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from advnb import core, data
+from advnb.data import (DATASETS, ImageTensorDataset, MissingDatasetError, augmentation_policy, crop_flip,
+                        load_dataset, make_loader, subset, take)
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+REAL = ["cifar10", "cifar100", "mnist", "fashionmnist", "stl10"]
+SYNTHETIC = ["synthetic-" + n for n in REAL]
+
+
+@pytest.fixture
+def no_download(monkeypatch):
+    "Make every torchvision download path (and urllib) fail loudly, recording any attempt."
+    import urllib.request
+    import torchvision.datasets.cifar as tv_cifar
+    import torchvision.datasets.mnist as tv_mnist
+    import torchvision.datasets.stl10 as tv_stl10
+    import torchvision.datasets.utils as tv_utils
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise AssertionError(f"a download was attempted: {args}")
+
+    for mod, attr in [(tv_utils, "download_url"), (tv_utils, "download_and_extract_archive"),
+                      (tv_cifar, "download_and_extract_archive"), (tv_mnist, "download_and_extract_archive"),
+                      (tv_stl10, "download_and_extract_archive"), (urllib.request, "urlopen")]:
+        if hasattr(mod, attr):
+            monkeypatch.setattr(mod, attr, refuse)
+    return attempts
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# registry
+
+def test_synthetic_lookalikes_match_real_infos():
+    for real in REAL:
+        r, s = DATASETS[real], DATASETS["synthetic-" + real]
+        assert (s.shape, s.num_classes, s.mean, s.std) == (r.shape, r.num_classes, r.mean, r.std)
+        assert len(r.classes) == len(s.classes) == r.num_classes
+        assert len(r.mean) == len(r.std) == r.shape[0]
+        assert s.is_synthetic and not r.is_synthetic and s.real_name == real
+    assert len(set(DATASETS["synthetic-cifar100"].classes)) == 100  # 100 distinct factor combinations
+    assert DATASETS["cifar100"].classes[:3] == ["apple", "aquarium_fish", "baby"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# missing real datasets
+
+@pytest.mark.parametrize("name", REAL)
+def test_missing_dataset_error_names_dataset_path_and_fixes(name, tmp_path, monkeypatch, no_download):
+    monkeypatch.setenv("ADVNB_DATA_ROOT", str(tmp_path))
+    monkeypatch.setenv("ADVNB_DOWNLOAD", "0")
+    core.get_settings(reload=True)
+    try:
+        with pytest.raises(MissingDatasetError) as ei:
+            load_dataset(name, "train")  # root and download from the settings
+    finally:
+        monkeypatch.undo()
+        core.get_settings(reload=True)
+    e = ei.value
+    assert isinstance(e, FileNotFoundError)
+    msg = str(e)
+    expected_path = tmp_path / data._TORCHVISION[name][1]
+    assert e.path == expected_path
+    assert repr(name) in msg and str(expected_path) in msg
+    assert "data_root" in msg and "settings.ini" in msg and "ADVNB_DATA_ROOT" in msg  # fix 1
+    assert "download=True" in msg and "ADVNB_DOWNLOAD=1" in msg  # fix 2
+    assert not no_download and list(tmp_path.iterdir()) == []  # nothing downloaded, nothing created
+
+
+def test_half_present_dataset_is_missing_too(tmp_path, no_download):
+    (tmp_path / "cifar-10-batches-py").mkdir()  # the folder without its files: torchvision's own check fails
+    with pytest.raises(MissingDatasetError) as ei:
+        load_dataset("cifar10", "test", root=tmp_path, download=False)
+    assert str(tmp_path / "cifar-10-batches-py") in str(ei.value) and not no_download
+
+
+def test_download_setting_is_honoured_and_overridable(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar as tv_cifar
+
+    class Called(Exception):
+        pass
+
+    def fake_download(*args, **kwargs):
+        raise Called()
+
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", fake_download)
+    monkeypatch.setenv("ADVNB_DOWNLOAD", "1")
+    core.get_settings(reload=True)
+    try:
+        with pytest.raises(Called):  # the setting allows it: torchvision is asked to download
+            load_dataset("cifar10", root=tmp_path)
+        with pytest.raises(MissingDatasetError):  # an explicit download=False wins over the setting
+            load_dataset("cifar10", root=tmp_path, download=False)
+    finally:
+        monkeypatch.undo()
+        core.get_settings(reload=True)
+
+
+def test_unknown_name_and_split():
+    with pytest.raises(ValueError, match="known"):
+        load_dataset("imagenet")
+    with pytest.raises(ValueError, match="split"):
+        load_dataset("synthetic-mnist", "val")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# synthetic look-alikes
+
+@pytest.mark.parametrize("name", SYNTHETIC)
+def test_synthetic_shapes_dtypes_ranges_counts(name):
+    info = DATASETS[name]
+    for split in ("train", "test"):
+        ds = load_dataset(name, split)
+        n = data.SYNTHETIC_DEFAULT_PER_CLASS[info.num_classes][split]
+        assert isinstance(ds, ImageTensorDataset) and len(ds) == n * info.num_classes
+        assert ds.x.dtype == torch.uint8 and tuple(ds.x.shape) == (len(ds), *info.shape)
+        assert ds.y.dtype == torch.int64 and ds.class_counts().tolist() == [n] * info.num_classes
+        x, y = ds[3]
+        assert x.dtype == torch.float32 and tuple(x.shape) == tuple(info.shape) and isinstance(y, int)
+        imgs, labels = ds.tensors()
+        assert imgs.dtype == torch.float32 and 0 <= imgs.min() and imgs.max() <= 1
+        assert torch.equal(labels, ds.y)
+        assert ds.x.float().std() > 20  # real contrast, not a constant image
+    assert len(load_dataset(name, "test", n_per_class=3)) == 3 * info.num_classes
+
+
+@pytest.mark.parametrize("name", SYNTHETIC)
+def test_synthetic_is_deterministic_and_nested(name):
+    data._SYN_CACHE.clear()
+    torch.manual_seed(1)
+    a = load_dataset(name, "test", n_per_class=4, seed=3)
+    data._SYN_CACHE.clear()
+    torch.manual_seed(2)  # the global RNG plays no part
+    b = load_dataset(name, "test", n_per_class=4, seed=3)
+    assert a.x is not b.x and torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    k = DATASETS[name].num_classes
+    smaller = load_dataset(name, "test", n_per_class=2, seed=3)
+    assert torch.equal(smaller.x, a.x[: 2 * k])  # fewer per class = a prefix
+    assert not torch.equal(load_dataset(name, "test", n_per_class=4, seed=4).x, a.x)  # seed matters
+    assert not torch.equal(load_dataset(name, "train", n_per_class=4, seed=3).x, a.x)  # splits differ
+
+
+def test_synthetic_generation_is_fast():
+    data._SYN_CACHE.clear()
+    t0 = time.perf_counter()
+    x, _ = data.make_synthetic("synthetic-cifar10", "train", n_per_class=300, seed=11)
+    dt = time.perf_counter() - t0
+    assert len(x) == 3000 and dt < 3.0, f"{dt:.2f} s for 3000 32x32 images"
+
+
+def test_synthetic_cifar10_is_learnable_by_a_linear_classifier():
+    "Nearest class mean on raw pixels (a linear classifier) on held-out synthetic-cifar10 test images."
+    xtr, ytr = load_dataset("synthetic-cifar10", "train").tensors()
+    xte, yte = load_dataset("synthetic-cifar10", "test").tensors()
+    mu = torch.stack([xtr[ytr == c].flatten(1).mean(0) for c in range(10)])
+    pred = (xte.flatten(1) @ mu.T - 0.5 * (mu**2).sum(1)).argmax(1)
+    acc = (pred == yte).float().mean().item()
+    assert acc > 0.3, f"accuracy {acc:.3f}, chance is 0.1"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# subsets
+
+def _unbalanced():
+    ds = load_dataset("synthetic-mnist", "train", n_per_class=20, seed=5)
+    keep = torch.ones(len(ds), dtype=torch.bool)
+    keep[(ds.y == 3).nonzero().squeeze(1)[6:]] = False  # class 3 has only 6
+    return ds.select(keep.nonzero().squeeze(1))
+
+
+def test_subset_exact_counts_and_short_class_warning():
+    ds = _unbalanced()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s5 = subset(ds, 5, seed=0)
+    assert s5.class_counts().tolist() == [5] * 10
+    assert isinstance(s5, ImageTensorDataset) and s5.info is ds.info
+    with pytest.warns(UserWarning, match="fewer"):
+        s10 = subset(ds, 10, seed=0)
+    assert s10.class_counts().tolist() == [10, 10, 10, 6, 10, 10, 10, 10, 10, 10]
+    # the kept examples are the originals
+    assert torch.equal(s10.x, ds.x[torch.cat([(ds.indices == i).nonzero()[0] for i in s10.indices])])
+
+
+def test_subset_is_deterministic_independent_of_global_rng_and_nested():
+    ds = _unbalanced()
+    torch.manual_seed(0)
+    a = subset(ds, 4, seed=7)
+    torch.manual_seed(123)
+    b = subset(ds, 4, seed=7)
+    assert torch.equal(a.indices, b.indices)
+    assert not torch.equal(subset(ds, 4, seed=8).indices, a.indices)
+    with pytest.warns(UserWarning):
+        big = subset(ds, 9, seed=7)
+    for c in range(10):  # per class: the first k for n=k are a prefix of those for a larger n
+        small_c, big_c = a.indices[a.y == c], big.indices[big.y == c]
+        assert torch.equal(big_c[: len(small_c)], small_c)
+    assert torch.equal(big.indices[: len(a)], a.indices)  # and the whole subset is a prefix
+    assert a.y[:10].tolist() == list(range(10))  # round by round: the first K cover every class once
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# augmentation and loaders
+
+def test_augmentation_policy():
+    assert augmentation_policy(DATASETS["cifar10"]) == (4, True)
+    assert augmentation_policy(DATASETS["stl10"]) == (12, True)
+    assert augmentation_policy(DATASETS["fashionmnist"]) == (0, False)
+
+
+def test_augmentation_is_a_pad_crop_flip_of_the_original():
+    ds = load_dataset("synthetic-cifar10", "test", n_per_class=2, augment=True)
+    pad = 4
+    torch.manual_seed(0)
+    changed = 0
+    for i in range(len(ds)):
+        xa, y = ds[i]
+        assert xa.shape == (3, 32, 32) and xa.dtype == torch.float32 and 0 <= xa.min() and xa.max() <= 1
+        orig = ds.x[i:i + 1]
+        m = 2 * pad + 1
+        ox, oy = torch.arange(m).repeat_interleave(m), torch.arange(m).repeat(m)
+        cands = torch.cat([crop_flip(orig.expand(m * m, -1, -1, -1), ox, oy, torch.full((m * m,), f), pad)
+                           for f in (False, True)]).float() / 255
+        assert (cands - xa).abs().flatten(1).amax(1).min() == 0  # exactly one of the (2p+1)^2 x 2 crops
+        changed += not torch.equal(xa, ds.x[i].float() / 255)
+    assert changed >= len(ds) // 2
+
+
+def test_no_augmentation_for_grey_data():
+    ds = load_dataset("synthetic-fashionmnist", "test", n_per_class=2, augment=True)
+    x, _ = next(iter(make_loader(ds, len(ds), shuffle=False, seed=0)))
+    assert torch.equal(x, ds.images)
+
+
+def test_seeded_loader_reproduces_order_and_augmentation():
+    ds = load_dataset("synthetic-cifar10", "test", augment=True)
+    def first(seed, loader=None):
+        return next(iter(loader or make_loader(ds, 32, shuffle=True, seed=seed)))
+    (x1, y1), (x2, y2), (x3, _) = first(0), first(0), first(1)
+    assert x1.shape == (32, 3, 32, 32) and x1.dtype == torch.float32 and y1.dtype == torch.int64
+    assert torch.equal(x1, x2) and torch.equal(y1, y2) and not torch.equal(x1, x3)
+    loader = make_loader(ds, 32, shuffle=True, seed=0)
+    e1, e2 = first(0, loader), first(0, loader)
+    assert torch.equal(e1[0], x1) and not torch.equal(e2[0], e1[0])  # a second epoch is a new draw
+    # same order, only the augmentation differs from the un-augmented view
+    x0, y0 = first(0, make_loader(ds.with_augment(False), 32, shuffle=True, seed=0))
+    assert torch.equal(y0, y1) and not torch.equal(x0, x1)
+    # a plain DataLoader (default collate) over the dataset sees the same samples as make_loader
+    plain = next(iter(torch.utils.data.DataLoader(ds.with_augment(False), batch_size=16)))
+    ours = next(iter(make_loader(ds.with_augment(False), 16)))
+    assert torch.equal(plain[0], ours[0]) and torch.equal(plain[1], ours[1])
+    # drop_last and batch count
+    assert len(make_loader(ds, 64, drop_last=True)) == len(ds) // 64
+    assert sum(len(y) for _, y in make_loader(ds, 64)) == len(ds)
+
+
+def test_seeded_loader_is_independent_of_worker_count():
+    ds = load_dataset("synthetic-cifar10", "test", n_per_class=4, augment=True)
+    a = [x for x, _ in make_loader(ds, 10, shuffle=True, seed=3, num_workers=0)]
+    b = [x for x, _ in make_loader(ds, 10, shuffle=True, seed=3, num_workers=2)]
+    assert all(torch.equal(p, q) for p, q in zip(a, b)) and len(a) == len(b) == 4
+
+
+def test_direct_indexing_uses_torch_rng():
+    ds = load_dataset("synthetic-cifar10", "test", augment=True)
+    torch.manual_seed(5)
+    a = torch.stack([ds[i][0] for i in range(20)])
+    torch.manual_seed(5)
+    b = torch.stack([ds[i][0] for i in range(20)])
+    assert torch.equal(a, b)
+
+
+def test_make_loader_on_a_plain_dataset():
+    tds = torch.utils.data.TensorDataset(torch.arange(50.0), torch.arange(50))
+    a = [y for _, y in make_loader(tds, 8, shuffle=True, seed=2)]
+    b = [y for _, y in make_loader(tds, 8, shuffle=True, seed=2)]
+    assert all(torch.equal(p, q) for p, q in zip(a, b)) and sorted(torch.cat(a).tolist()) == list(range(50))
+
+
+def test_take_first_and_stratified():
+    ds = load_dataset("synthetic-cifar10", "test", augment=True)
+    x, y = take(ds, 15)
+    assert torch.equal(x, ds.images[:15]) and torch.equal(y, ds.y[:15])  # never augmented
+    xs, ys = take(ds, 30, seed=1)
+    assert xs.shape == (30, 3, 32, 32) and torch.bincount(ys, minlength=10).tolist() == [3] * 10
+    assert torch.equal(take(ds, 30, seed=1)[0], xs)
+    with pytest.warns(UserWarning):
+        assert len(take(ds, 10_000)[1]) == len(ds)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a real dataset from the shared offline folder
+
+@pytest.mark.skipif(not (SHARED_DATA / "FashionMNIST" / "raw").is_dir(), reason="no ../shared/data/FashionMNIST")
+def test_fashionmnist_from_shared_data(no_download):
+    tr = load_dataset("fashionmnist", "train", root=SHARED_DATA, download=False)
+    te = load_dataset("fashionmnist", "test", root=SHARED_DATA, download=False)
+    assert tuple(tr.x.shape) == (60000, 1, 28, 28) and tuple(te.x.shape) == (10000, 1, 28, 28)
+    assert tr.x.dtype == torch.uint8 and tr.y.dtype == torch.int64
+    assert tr.class_counts().tolist() == [6000] * 10 and te.class_counts().tolist() == [1000] * 10
+    mean, std = tr.x.float().div(255).mean().item(), tr.x.float().div(255).std().item()
+    assert abs(mean - tr.info.mean[0]) < 1e-3 and abs(std - tr.info.std[0]) < 1e-3
+    t0 = time.perf_counter()
+    again = load_dataset("fashionmnist", "train", root=SHARED_DATA)
+    assert again.x is tr.x and time.perf_counter() - t0 < 0.5  # cached in memory
+    sub = load_dataset("fashionmnist", "test", root=SHARED_DATA, n_per_class=7, seed=0)
+    assert sub.class_counts().tolist() == [7] * 10
+    assert torch.equal(sub.x, te.x[sub.indices])
