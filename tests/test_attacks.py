@@ -1,0 +1,384 @@
+"Unit, known-answer, invariant and error tests for advnb.attacks (fast: synthetic data, tiny models)."
+import functools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advnb.attacks import (AttackInputError, adef, attack_success, cw_l2, deepfool, eval_mode, fgsm, nattack,
+                           perturbation_norm, pgd, pgd_minimal, robust_accuracy, salt_and_pepper)
+
+P = functools.partial
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x): return (x - self.mean) / self.std
+
+
+def stripes(n, size=10, classes=4, seed=0):
+    "Gratings whose orientation is the class; (n, 3, size, size) in [0, 1]."
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, classes, (n,), generator=g)
+    ang = y.float() * math.pi / classes
+    freq = 0.6 + 0.6 * torch.rand(n, generator=g)
+    ph = 2 * math.pi * torch.rand(n, generator=g)
+    r, c = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    wave = torch.sin(freq[:, None, None] * (torch.cos(ang)[:, None, None] * c + torch.sin(ang)[:, None, None] * r)
+                     + ph[:, None, None])
+    x = 0.5 + 0.3 * wave[:, None] * (0.4 + 0.6 * torch.rand(n, 3, 1, 1, generator=g))
+    return (x + 0.08 * torch.randn(n, 3, size, size, generator=g)).clamp(0, 1), y
+
+
+@pytest.fixture(scope="module")
+def trained():
+    "A small CNN (Normalize + BatchNorm inside) trained for ~1 s; returns (model, x_test, y_test)."
+    torch.manual_seed(0)
+    xtr, ytr = stripes(1200, seed=0)
+    xte, yte = stripes(64, seed=1)
+    m = nn.Sequential(Normalize([0.5] * 3, [0.25] * 3), nn.Conv2d(3, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
+                      nn.Conv2d(12, 24, 3, padding=1, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                      nn.Linear(96, 4))
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    for _ in range(4):
+        for i in range(0, 1200, 64):
+            opt.zero_grad()
+            F.cross_entropy(m(xtr[i:i + 64]), ytr[i:i + 64]).backward()
+            opt.step()
+    m.eval()
+    with torch.no_grad():
+        assert (m(xte).argmax(1) == yte).float().mean() > 0.9
+    for p in m.parameters():
+        p.grad = None
+    return m, xte, yte
+
+
+def affine(d=20, classes=3, seed=0):
+    "An affine classifier Z = W x + b on flat inputs, with its W and b."
+    g = torch.Generator().manual_seed(seed)
+    lin = nn.Linear(d, classes)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(classes, d, generator=g))
+        lin.bias.copy_(torch.randn(classes, generator=g))
+    return lin, lin.weight.detach().clone(), lin.bias.detach().clone()
+
+
+def interior(n=16, d=20, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return 0.4 + 0.2 * torch.rand(n, d, generator=g)
+
+
+# ---------------------------------------------------------------------------------------------- known answers
+def test_fgsm_exact_on_affine_multiclass():
+    lin, W, b = affine(classes=5)
+    x = interior()
+    y = torch.arange(16) % 5
+    p = torch.softmax(x @ W.T + b, 1)
+    grad = (p - F.one_hot(y, 5).float()) @ W  # ∇_x CE for Z = Wx + b
+    eps = 0.05
+    assert torch.allclose(fgsm(lin, x, y, eps), (x + eps * grad.sign()).clamp(0, 1), atol=1e-6)
+    t = (y + 1) % 5
+    gt = (p - F.one_hot(t, 5).float()) @ W
+    assert torch.allclose(fgsm(lin, x, t, eps, targeted=True), (x - eps * gt.sign()).clamp(0, 1), atol=1e-6)
+    # near the box edge the clamp is part of the answer
+    x2 = torch.zeros(16, 20)
+    assert torch.allclose(fgsm(lin, x2, y, 0.3), (x2 + 0.3 * ((torch.softmax(b.expand(16, 5), 1)
+                                                                - F.one_hot(y, 5).float()) @ W).sign()).clamp(0, 1))
+
+
+@pytest.mark.parametrize("loss", ["ce", "cw"])
+def test_pgd_linf_exact_on_affine_binary(loss):
+    # two classes: the loss is monotone in the margin (w_y − w_o)·x, so the maximiser over the L∞ ball ∩ box
+    # is the corner x − ε sign(w_y − w_o), clamped to [0, 1]; PGD reaches it exactly from any start.
+    lin, W, b = affine(classes=2)
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(16, 20, generator=g)  # includes coordinates near 0 and 1, so clamping matters
+    y = torch.arange(16) % 2
+    eps = 0.1
+    wd = W[y] - W[1 - y]
+    expected = (x - eps * wd.sign()).clamp(0, 1)
+    out = pgd(lin, x, y, eps, alpha=eps / 2, steps=6, loss=loss, kappa=1e4)
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_pgd_l2_exact_on_affine_binary():
+    lin, W, b = affine(classes=2)
+    x = interior()
+    y = torch.arange(16) % 2
+    eps = 0.2
+    wd = W[y] - W[1 - y]
+    expected = x - eps * wd / wd.norm(dim=1, keepdim=True)
+    out = pgd(lin, x, y, eps, alpha=eps, steps=3, norm="l2", random_start=False)
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert torch.allclose(perturbation_norm(out, x, "l2"), torch.full((16,), eps), atol=1e-5)
+
+
+def _boundary_case(classes, d=20, margin=0.3):
+    "Affine model and interior points whose correct-class margin over every other class is known and small."
+    lin, W, b = affine(d, classes)
+    x = interior(d=d)
+    y = (x @ W.T + b).argmax(1)
+    return lin, W, b, x, y
+
+
+@pytest.mark.parametrize("norm,dual", [("l2", 2), ("linf", 1)])
+@pytest.mark.parametrize("classes", [2, 4])
+def test_deepfool_exact_distance_on_affine(norm, dual, classes):
+    lin, W, b, x, y = _boundary_case(classes)
+    z = x @ W.T + b
+    f = z - z.gather(1, y[:, None])                        # f_k = Z_k − Z_y  (≤ 0)
+    wn = (W[None] - W[y][:, None]).norm(p=dual, dim=2)     # ‖w_k − w_y‖_q
+    dist = torch.where(f == 0, torch.full_like(f, float("inf")), f.abs() / wn)
+    k = dist.argmin(1)
+    expected = 1.02 * (dist.gather(1, k[:, None]).squeeze(1) + 1e-4 / wn.gather(1, k[:, None]).squeeze(1))
+    if classes == 2:  # the binary textbook form |w·x + b| / ‖w‖
+        w = W[1] - W[0]
+        assert torch.allclose(dist.min(1).values, (x @ w + b[1] - b[0]).abs() / w.norm(p=dual), rtol=1e-5)
+    xa = deepfool(lin, x, y, norm=norm, overshoot=0.02, num_classes=classes)
+    assert ((xa > 0) & (xa < 1)).all()  # no clamping happened, so the answer is exact
+    assert torch.allclose(perturbation_norm(xa, x, "l2" if norm == "l2" else "linf"), expected, rtol=1e-4)
+    assert (lin(xa).argmax(1) != y).all()
+
+
+def test_cw_l2_close_to_exact_distance_on_affine_binary():
+    lin, W, b, x, y = _boundary_case(2)
+    w = W[1] - W[0]
+    dist = (x @ w + b[1] - b[0]).abs() / w.norm()
+    xa = cw_l2(lin, x, y, c=1.0, kappa=0.0, steps=300, lr=0.01, binary_search_steps=6)
+    n = perturbation_norm(xa, x)
+    ok = lin(xa).argmax(1) != y
+    assert ok.all()
+    assert (n >= dist - 1e-5).all() and (n <= 1.1 * dist + 1e-3).all()
+
+
+# ---------------------------------------------------------------------------------------------- invariants
+def _suite():
+    return {
+        "fgsm": (P(fgsm, eps=0.08), 0.08, "linf"),
+        "pgd-linf": (P(pgd, eps=0.08, alpha=0.02, steps=8), 0.08, "linf"),
+        "pgd-linf-best": (P(pgd, eps=0.08, alpha=0.02, steps=8, best=True), 0.08, "linf"),
+        "pgd-kl": (P(pgd, eps=0.08, alpha=0.02, steps=8, loss="kl"), 0.08, "linf"),
+        "pgd-cw": (P(pgd, eps=0.08, alpha=0.02, steps=8, loss="cw", kappa=50.0), 0.08, "linf"),
+        "pgd-l2": (P(pgd, eps=1.0, alpha=0.25, steps=8, norm="l2"), 1.0, "l2"),
+        "cw_l2": (P(cw_l2, steps=30, lr=0.05, binary_search_steps=3), None, None),
+        "deepfool-l2": (P(deepfool, num_classes=4), None, None),
+        "deepfool-linf": (P(deepfool, norm="linf", num_classes=4), None, None),
+        "adef": (P(adef, steps=10), None, None),
+        "salt_and_pepper": (P(salt_and_pepper, steps=50), None, None),
+        "nattack": (P(nattack, eps=0.08, samples=30, iters=20, lr=0.05), 0.08, "linf"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_suite()))
+def test_invariants(trained, name):
+    model, x, y = trained
+    atk, eps, norm = _suite()[name]
+    model.train()  # the attack must put it in eval mode and give train mode back
+    model[2].eval()  # ... submodule by submodule
+    bn_stats = model[2].running_mean.clone()
+    xa = atk(model, x, y)
+    assert model.training and not model[2].training and model[1].training
+    assert torch.equal(model[2].running_mean, bn_stats)
+    assert all(p.grad is None for p in model.parameters())
+    assert not xa.requires_grad and xa.shape == x.shape and xa.dtype == x.dtype
+    assert xa.min() >= 0 and xa.max() <= 1
+    if eps is not None:
+        assert (perturbation_norm(xa, x, norm) <= eps * (1 + 1e-5) + 1e-6).all()
+    model.eval()
+    with torch.no_grad():
+        lc, la = model(x), model(xa)
+    success = (lc.argmax(1) == y) & (la.argmax(1) != y)
+    assert success.any(), f"{name} fooled nothing on an undefended model"
+    ce_c, ce_a = F.cross_entropy(lc, y, reduction="none"), F.cross_entropy(la, y, reduction="none")
+    assert (ce_a[success] >= ce_c[success]).all()  # untargeted success never lowers the loss
+
+
+def test_existing_param_grads_untouched(trained):
+    model, x, y = trained
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    pgd(model, x, y, 0.05, 0.01, 3)
+    fgsm(model, x, y, 0.05)
+    assert all(torch.equal(p.grad, torch.full_like(p, 0.5)) for p in model.parameters())
+    for p in model.parameters():
+        p.grad = None
+
+
+class Ignorant(nn.Module):
+    "A model whose output does not depend on its input (but is differentiable in it)."
+    def __init__(self, classes=4):
+        super().__init__()
+        self.z = nn.Parameter(torch.arange(classes, dtype=torch.float32))
+
+    def forward(self, x): return self.z.expand(x.shape[0], -1) + 0 * x.flatten(1).sum(1, keepdim=True)
+
+
+@pytest.mark.parametrize("name", list(_suite()))
+def test_ignorant_model_never_fooled(trained, name):
+    _, x, _ = trained
+    model = Ignorant()
+    y = torch.full((x.shape[0],), 3)  # the constant prediction
+    atk, eps, norm = _suite()[name]
+    xa = atk(model, x, y)
+    assert torch.isfinite(xa).all()
+    assert (model(xa).argmax(1) == y).all()
+    assert not attack_success(model, x, xa, y).any()
+
+
+# ---------------------------------------------------------------------------------------------- PGD specifics
+def test_pgd_seeded_and_global_rng_untouched(trained):
+    model, x, y = trained
+    state = torch.get_rng_state()
+    a = pgd(model, x, y, 0.05, 0.01, 2, seed=1)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a, pgd(model, x, y, 0.05, 0.01, 2, seed=1))
+    assert not torch.equal(a, pgd(model, x, y, 0.05, 0.01, 2, seed=2))
+    assert torch.equal(pgd(model, x, y, 0.05, 0.01, 0, random_start=False), x)
+
+
+def test_pgd_best_has_highest_loss(trained):
+    model, x, y = trained
+    fin = pgd(model, x, y, 0.1, 0.04, 6, loss="ce")
+    best = pgd(model, x, y, 0.1, 0.04, 6, loss="ce", best=True)
+    with torch.no_grad():
+        lf = F.cross_entropy(model(fin), y, reduction="none")
+        lb = F.cross_entropy(model(best), y, reduction="none")
+    assert (lb >= lf - 1e-5).all() and (lb > lf + 1e-4).any() | torch.allclose(lb, lf)
+    assert (perturbation_norm(best, x, "linf") <= 0.1 + 1e-6).all()
+
+
+def test_pgd_targeted_reaches_target(trained):
+    model, x, y = trained
+    t = (y + 1) % 4
+    xa = pgd(model, x, t, 0.3, 0.05, 20, targeted=True)
+    with torch.no_grad():
+        assert (model(xa).argmax(1) == t).float().mean() > 0.9
+    xa = fgsm(model, x, t, 0.3, targeted=True)
+    with torch.no_grad():
+        assert F.cross_entropy(model(xa), t) < F.cross_entropy(model(x), t)
+
+
+def test_pgd_kl_increases_divergence_from_clean(trained):
+    model, x, y = trained
+    xa = pgd(model, x, y, 0.08, 0.02, 8, loss="kl")
+    with torch.no_grad():
+        p = torch.softmax(model(x), 1)
+        kl = F.kl_div(F.log_softmax(model(xa), 1), p, reduction="none").sum(1)
+        kl0 = F.kl_div(F.log_softmax(model(pgd(model, x, y, 0.08, 0.02, 0, loss="kl")), 1), p,
+                       reduction="none").sum(1)
+    assert kl.mean() > 10 * kl0.mean()
+
+
+def test_pgd_minimal_and_success_definition(trained):
+    model, x, y = trained
+    mp = pgd_minimal(model, x, y, 0.1, 0.02, 10, norm="linf", measure="l2")
+    final = pgd(model, x, y, 0.1, 0.02, 10, random_start=False)
+    ok = attack_success(model, x, final, y)
+    assert (mp.success | ~ok).all()  # the final iterate is on the path
+    assert (mp.norm[ok] <= perturbation_norm(final, x)[ok] + 1e-6).all()
+    assert mp.success.any() and torch.equal(attack_success(model, x, mp.x_adv, y), mp.success)
+    assert torch.equal(mp.x_adv[~mp.success], x[~mp.success]) and (mp.step[mp.success] >= 0).all()
+    assert torch.allclose(perturbation_norm(mp.x_adv, x)[mp.success], mp.norm[mp.success])
+    # C's predicate: the ε test is on the norm of the perturbation
+    n = mp.norm[mp.success]
+    tight = attack_success(model, x, mp.x_adv, y, eps=float(n.min()) * 0.999)
+    assert not tight.any()
+    assert attack_success(model, x, mp.x_adv, y, eps=float(n.max())).sum() == mp.success.sum()
+
+
+def test_nattack_is_query_only(trained):
+    model, x, y = trained
+
+    class NoGrad(nn.Module):
+        def __init__(self, m):
+            super().__init__(); self.m = m
+
+        def forward(self, z):
+            assert not torch.is_grad_enabled() and not z.requires_grad
+            return self.m(z)
+
+    xa = nattack(NoGrad(model), x[:8], y[:8], eps=0.1, samples=20, iters=5)
+    assert (perturbation_norm(xa, x[:8], "linf") <= 0.1 + 1e-6).all()
+    for fn in (P(salt_and_pepper, steps=10),):
+        fn(NoGrad(model), x[:8], y[:8])
+
+
+def test_robust_accuracy_bookkeeping(trained):
+    model, x, y = trained
+    loader = [(x[:40], y[:40]), (x[40:], y[40:])]
+    r = robust_accuracy(model, loader, P(pgd, eps=0.08, alpha=0.02, steps=5), eps=0.08, norm="linf")
+    with torch.no_grad():
+        clean = (model(x).argmax(1) == y)
+    assert r.n == 64 and r.clean_accuracy == pytest.approx(clean.float().mean().item())
+    assert torch.equal(r.clean_correct, clean)
+    assert torch.equal(r.success, r.clean_correct & ~r.robust_correct)
+    assert r.robust_accuracy == pytest.approx(r.robust_correct.float().mean().item()) and r.robust_accuracy < r.clean_accuracy
+    # the per-batch seed: same as calling pgd with seed = batch index
+    xa = pgd(model, x[40:], y[40:], 0.08, 0.02, 5, seed=1)
+    with torch.no_grad():
+        assert torch.equal(r.robust_correct[40:], clean[40:] & (model(xa).argmax(1) == y[40:]))
+    # at a budget smaller than every perturbation nothing counts as a success
+    r0 = robust_accuracy(model, loader, P(pgd, eps=0.08, alpha=0.02, steps=5), eps=0.01, norm="linf")
+    assert r0.robust_accuracy == r0.clean_accuracy and not r0.success.any()
+
+
+def test_eval_mode_restores_each_submodule():
+    m = nn.Sequential(nn.Linear(2, 2), nn.Dropout(), nn.BatchNorm1d(2))
+    m.train(); m[1].eval()
+    with eval_mode(m):
+        assert not any(s.training for s in m.modules())
+        raise_inside = False
+    assert m.training and not m[1].training and m[2].training
+    with pytest.raises(RuntimeError):
+        with eval_mode(m):
+            raise RuntimeError
+    assert m.training and not m[1].training
+
+
+# ---------------------------------------------------------------------------------------------- errors
+ALL = {"fgsm": P(fgsm, eps=0.1), "pgd": P(pgd, eps=0.1, alpha=0.01, steps=2), "cw_l2": P(cw_l2, steps=2),
+       "deepfool": P(deepfool, steps=2), "adef": P(adef, steps=2), "salt_and_pepper": P(salt_and_pepper, steps=2),
+       "nattack": P(nattack, eps=0.1, samples=4, iters=2)}
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_bad_inputs_raise_clear_errors(trained, name):
+    model, x, y = trained
+    atk = ALL[name]
+    with pytest.raises(AttackInputError, match=r"\[0, 1\]"):
+        atk(model, x * 2 - 0.5, y)
+    with pytest.raises(AttackInputError, match="batch size"):
+        atk(model, x, y[:-1])
+    with pytest.raises(AttackInputError, match="shape"):
+        atk(lambda z: model(z)[:, :, None], x, y)
+    with pytest.raises(AttackInputError, match="shape"):
+        atk(lambda z: model(z)[:-1], x, y)
+    with pytest.raises(AttackInputError, match="labels"):
+        atk(model, x, y + 10)
+
+
+@pytest.mark.parametrize("fn", [P(fgsm, eps=-0.1), P(pgd, eps=-0.1, alpha=0.01, steps=2),
+                                P(pgd, eps=0.1, alpha=-0.01, steps=2), P(nattack, eps=-1.0),
+                                P(pgd, eps=float("nan"), alpha=0.01, steps=2)])
+def test_negative_or_nan_eps_rejected(trained, fn):
+    model, x, y = trained
+    with pytest.raises(AttackInputError, match=">= 0"):
+        fn(model, x, y)
+
+
+def test_bad_options_rejected(trained):
+    model, x, y = trained
+    with pytest.raises(AttackInputError, match="norm"):
+        pgd(model, x, y, 0.1, 0.01, 2, norm="l3")
+    with pytest.raises(AttackInputError, match="loss"):
+        pgd(model, x, y, 0.1, 0.01, 2, loss="mse")
+    with pytest.raises(AttackInputError, match="untargeted"):
+        pgd(model, x, y, 0.1, 0.01, 2, loss="kl", targeted=True)
+    with pytest.raises(AttackInputError, match="floating"):
+        pgd(model, (x * 255).to(torch.uint8), y, 0.1, 0.01, 2)
