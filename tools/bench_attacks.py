@@ -28,48 +28,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from advnb.attacks import pgd  # noqa: E402
-
-
-class Normalize(nn.Module):
-    def __init__(self, mean, std):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
-
-    def forward(self, x): return (x - self.mean) / self.std
+from advnb.models import Normalize, build_model  # noqa: E402
 
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False); self.b1 = nn.BatchNorm2d(cout)
-        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False); self.b2 = nn.BatchNorm2d(cout)
-        self.sc = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.sc = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        o = F.relu(self.b1(self.c1(x)))
-        return F.relu(self.b2(self.c2(o)) + self.sc(x))
-
-
-class ResNet18(nn.Module):
-    "torchvision-style CIFAR ResNet-18 (3×3 stem, no max-pool), normalisation inside."
-    def __init__(self, num_classes=10):
-        super().__init__()
-        self.norm = Normalize(CIFAR_MEAN, CIFAR_STD)
-        self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
-        layers, cin = [], 64
-        for cout, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
-            layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]; cin = cout
-        self.layers = nn.Sequential(*layers)
-        self.fc = nn.Linear(512, num_classes)
-
-    def forward(self, x):
-        return self.fc(F.adaptive_avg_pool2d(self.layers(self.stem(self.norm(x))), 1).flatten(1))
 
 
 def small_cnn(num_classes=10):
@@ -80,12 +42,8 @@ def small_cnn(num_classes=10):
 
 
 def resnet18():
-    try:
-        from advnb.models import build_model
-        return build_model("resnet18", num_classes=10, in_shape=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD), \
-            "advnb.models.build_model('resnet18')"
-    except Exception:  # advnb.models not there (yet), or a different signature
-        return ResNet18(10), "local CIFAR ResNet-18 (tools/bench_attacks.py)"
+    return build_model("resnet18", num_classes=10, in_shape=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD), \
+        "ResNet-18 (advnb.models.build_model('resnet18'))"
 
 
 def floor_input(model, x, y, k):
