@@ -1,0 +1,120 @@
+"""Paper A §4: Figure 4's worked example and the per-layer max/total local-response differences."""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from advnb.local_response import (FIG4_KERNELS, FIG4_PERTURBATIONS, PAPER_A_LAYERS, figure4_example,
+                                  local_response_difference, local_response_differences, paper_a_layers,
+                                  response_differences, summarize)
+
+
+def test_figure4_numbers_come_out_exactly():
+    t = figure4_example()  # units of 1/255
+    assert t.loc["locally-disordered", "disordered kernel"] == pytest.approx(79, abs=1e-9)
+    assert t.loc["locally-disordered", "smooth kernel"] == pytest.approx(1 / 9, abs=1e-9)
+    assert round(t.loc["locally-disordered", "smooth kernel"], 2) == 0.11  # as printed in the paper
+    assert t.loc["locally-consistent", "disordered kernel"] == pytest.approx(8, abs=1e-9)
+    assert t.loc["locally-consistent", "smooth kernel"] == pytest.approx(8, abs=1e-9)
+    # the two kernels have the same mean, as the paper sets them up
+    assert float(FIG4_KERNELS["disordered kernel"].sum()) == pytest.approx(float(FIG4_KERNELS["smooth kernel"].sum()))
+    # the two perturbations stay within the 8/255 bound
+    assert all(float(p.abs().max()) <= 8 / 255 + 1e-12 for p in FIG4_PERTURBATIONS.values())
+
+
+def test_local_response_difference_is_the_difference_of_responses():
+    g = torch.Generator().manual_seed(0)
+    x, d, m = (torch.rand(6, 7, generator=g, dtype=torch.float64), torch.rand(6, 7, generator=g, dtype=torch.float64) - 0.5,
+               torch.randn(3, 3, generator=g, dtype=torch.float64))
+    conv = lambda a: F.conv2d(a.double()[None, None], m.double()[None, None])[0, 0]
+    delta = local_response_difference(d, m)
+    assert delta.shape == (4, 5)
+    assert torch.allclose(delta, conv(x + d) - conv(x), atol=1e-12)  # Δ = x̂⊗m − x⊗m = x_d⊗m
+    # by hand at one position: the sum of the elementwise products c_ij · m_ij
+    assert float(delta[1, 2]) == pytest.approx(float((d[1:4, 2:5].double() * m.double()).sum()), abs=1e-12)
+
+
+class TinyNet(nn.Module):
+    "conv (1→2 channels, 2×2, fixed weights) → ReLU → sum-pool readout."
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 2, bias=True)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([[[[1., -1.], [0., 2.]]], [[[0.5, 0.5], [0.5, 0.5]]]]))
+            self.conv.bias.copy_(torch.tensor([0.1, -1.0]))
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.conv(x)).sum(dim=(2, 3))
+
+
+def _hand_conv(img, w, b):
+    "Valid 2×2 cross-correlation with loops, in NumPy."
+    H, W = img.shape
+    out = np.zeros((H - 1, W - 1))
+    for i in range(H - 1):
+        for j in range(W - 1):
+            out[i, j] = (img[i:i + 2, j:j + 2] * w).sum() + b
+    return out
+
+
+def test_differences_match_a_hand_computation_on_a_tiny_net():
+    from advnb.models import extract_features  # qualified submodule names work for any nn.Module
+    net = TinyNet()
+    x = torch.tensor([[[[0.2, 0.4, 0.1], [0.9, 0.0, 0.3], [0.5, 0.7, 0.6]]],
+                      [[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]]])
+    delta = torch.tensor([[[[0.1, -0.1, 0.1], [-0.1, 0.1, -0.1], [0.1, -0.1, 0.1]]],
+                          [[[0.05, 0.05, 0.05], [0.05, 0.05, 0.05], [0.05, 0.05, 0.05]]]])
+    d = local_response_differences(net, x, x + delta, names=["conv", "act"], extract=extract_features)
+    W = net.conv.weight.detach().numpy()
+    B = net.conv.bias.detach().numpy()
+    for n in range(2):
+        a, b = x[n, 0].numpy().astype(float), (x + delta)[n, 0].numpy().astype(float)
+        conv_a = np.stack([_hand_conv(a, W[c, 0], B[c]) for c in range(2)])
+        conv_b = np.stack([_hand_conv(b, W[c, 0], B[c]) for c in range(2)])
+        for name, fa, fb in (("conv", conv_a, conv_b), ("act", np.maximum(conv_a, 0), np.maximum(conv_b, 0))):
+            diff = np.abs(fb - fa)
+            assert float(d[name]["max"][n]) == pytest.approx(diff.max(), abs=1e-6)
+            assert float(d[name]["total"][n]) == pytest.approx(diff.sum(), abs=1e-6)
+    # image 0: channel 0 conv of the ±0.1 checkerboard: every 2×2 patch gives ±0.1·(1+1+2)·... e.g. by hand
+    # patch [[.1,-.1],[-.1,.1]]·[[1,-1],[0,2]] = .1+.1+0+.2 = 0.4; the averaging channel sees 0 (balanced patch)
+    assert float(d["conv"]["max"][0]) == pytest.approx(0.4, abs=1e-6)
+    assert float(d["conv"]["total"][0]) == pytest.approx(4 * 0.4 + 0.0, abs=1e-6)
+    # image 1: a constant +0.05 shift gives 0.05·(1−1+0+2) = 0.1 and 0.05·2 = 0.1 at every position: 8 × 0.1
+    assert float(d["conv"]["total"][1]) == pytest.approx(0.8, abs=1e-6)
+
+
+def test_identical_inputs_give_zero_and_mode_is_restored():
+    from advnb.models import build_model
+    torch.manual_seed(0)
+    m = build_model("resnet18", num_classes=10, in_shape=(3, 32, 32), mean=(0.5,) * 3, std=(0.25,) * 3, width=4)
+    m.train()
+    names = paper_a_layers(m)
+    assert len(names) == 6 and [n.lower() for n in names] == [n.lower() for n in PAPER_A_LAYERS]
+    x = torch.rand(5, 3, 32, 32)
+    d = local_response_differences(m, x, x.clone(), batch_size=2)
+    assert m.training  # restored
+    assert list(d) == names
+    for v in d.values():
+        assert v["max"].shape == (5,) and float(v["max"].abs().max()) == 0 and float(v["total"].abs().max()) == 0
+    d2 = local_response_differences(m, x, (x + 0.03).clamp(0, 1))
+    assert all(float(v["total"].min()) > 0 for v in d2.values())
+    assert all(bool((v["max"] <= v["total"]).all()) for v in d2.values())
+
+
+def test_response_differences_and_summarize():
+    fa = {"L": torch.zeros(3, 2, 2, 2)}
+    fb = {"L": torch.zeros(3, 2, 2, 2)}
+    fb["L"][0, 0, 0, 0] = 2.0
+    fb["L"][1] = -0.5
+    d = response_differences(fa, fb)
+    assert d["L"]["max"].tolist() == [2.0, 0.5, 0.0]
+    assert d["L"]["total"].tolist() == [2.0, 4.0, 0.0]
+    s = summarize(d)
+    assert s.loc["Max", "L"] == pytest.approx(2.5 / 3) and s.loc["Total", "L"] == pytest.approx(2.0)
+    s = summarize(d, torch.tensor([True, True, False]))
+    assert s.loc["Max", "L"] == pytest.approx(1.25) and s.loc["Total", "L"] == pytest.approx(3.0)
+    assert np.isnan(summarize(d, torch.tensor([False, False, False])).loc["Max", "L"])
+    with pytest.raises(ValueError):
+        paper_a_layers(TinyNet())
