@@ -95,7 +95,9 @@ def find_settings_file(environ: dict | None = None, start: Path | None = None) -
             raise SettingsError(f"ADVNB_SETTINGS={str(p)!r} does not exist; point it at a settings.ini or unset it")
         return p.resolve()
     start = Path.cwd() if start is None else Path(start)
-    for d in [start.resolve(), *start.resolve().parents, Path(__file__).resolve().parent.parent]:
+    package_file = globals().get("__file__")  # undefined when this cell runs inside the notebook itself
+    beside_package = [Path(package_file).resolve().parent.parent] if package_file else []
+    for d in [start.resolve(), *start.resolve().parents, *beside_package]:
         f = d / SETTINGS_FILE
         if f.is_file():
             cp = configparser.ConfigParser()
