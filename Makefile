@@ -39,8 +39,12 @@ export: install
 sync-check: install
 	$(BIN)/python tools/check_sync.py
 
+## the attack peers for tests/test_attack_peers.py and the benchmark. torchattacks 3.5.1 pins requests~=2.25.1,
+## which conflicts with jupyterlab's requests; it needs only torch at run time, so it is installed without its pins.
 peers: install
 	$(BIN)/python -m pip install --quiet -e '.[test,peers]'
+	$(BIN)/python -m pip install --quiet --no-deps 'torchattacks>=3.5'
+	$(BIN)/python -m pytest -m peers tests/test_attack_peers.py
 
 bench: install
 	$(BIN)/python tools/bench_attacks.py
