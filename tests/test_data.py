@@ -1,4 +1,3 @@
-import time
 import warnings
 from pathlib import Path
 
@@ -147,14 +146,6 @@ def test_synthetic_is_deterministic_and_nested(name):
     assert torch.equal(smaller.x, a.x[: 2 * k])  # fewer per class = a prefix
     assert not torch.equal(load_dataset(name, "test", n_per_class=4, seed=4).x, a.x)  # seed matters
     assert not torch.equal(load_dataset(name, "train", n_per_class=4, seed=3).x, a.x)  # splits differ
-
-
-def test_synthetic_generation_is_fast():
-    data._SYN_CACHE.clear()
-    t0 = time.perf_counter()
-    x, _ = data.make_synthetic("synthetic-cifar10", "train", n_per_class=300, seed=11)
-    dt = time.perf_counter() - t0
-    assert len(x) == 3000 and dt < 3.0, f"{dt:.2f} s for 3000 32x32 images"
 
 
 def test_synthetic_cifar10_is_learnable_by_a_linear_classifier():
@@ -309,9 +300,8 @@ def test_fashionmnist_from_shared_data(no_download):
     assert tr.class_counts().tolist() == [6000] * 10 and te.class_counts().tolist() == [1000] * 10
     mean, std = tr.x.float().div(255).mean().item(), tr.x.float().div(255).std().item()
     assert abs(mean - tr.info.mean[0]) < 1e-3 and abs(std - tr.info.std[0]) < 1e-3
-    t0 = time.perf_counter()
     again = load_dataset("fashionmnist", "train", root=SHARED_DATA)
-    assert again.x is tr.x and time.perf_counter() - t0 < 0.5  # cached in memory
+    assert again.x is tr.x  # served from the in-memory cache, not read again
     sub = load_dataset("fashionmnist", "test", root=SHARED_DATA, n_per_class=7, seed=0)
     assert sub.class_counts().tolist() == [7] * 10
     assert torch.equal(sub.x, te.x[sub.indices])
