@@ -263,6 +263,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'advnb.rlfat.trades_objective': ('d1_rlfat.html#trades_objective', 'advnb/rlfat.py')},
             'advnb.runner': { 'advnb.runner.RunnerError': ('runner.html#runnererror', 'advnb/runner.py'),
                               'advnb.runner._esc': ('runner.html#_esc', 'advnb/runner.py'),
+                              'advnb.runner._is_report': ('runner.html#_is_report', 'advnb/runner.py'),
                               'advnb.runner._run_one': ('runner.html#_run_one', 'advnb/runner.py'),
                               'advnb.runner._select': ('runner.html#_select', 'advnb/runner.py'),
                               'advnb.runner._state_path': ('runner.html#_state_path', 'advnb/runner.py'),

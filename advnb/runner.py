@@ -236,6 +236,11 @@ figure img{{width:260px;border:1px solid #ddd}} figcaption{{font-size:12px;word-
     return atomic_write_text(reports / "index.html", page)
 
 # %% ../nbs/07_runner.ipynb #7d52d9ac
+def _is_report(nb: Path) -> bool:
+    "Report notebooks (`99_*`) summarise the whole scale: they run last, and again whenever another notebook ran."
+    return nb.stem.startswith("99")
+
+
 def _select(notebooks: list[Path], names: list[str]) -> list[Path]:
     if not names:
         return notebooks
@@ -274,8 +279,16 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
             log(f"skip  {nb.stem} (unchanged since its last successful run; --force to run it again)")
             continue
         todo.append((nb, scale, params, reports_root, fp))
-    log(f"advnb run: scale={scale}, {len(todo)} to run, {len(selected) - len(todo)} unchanged, jobs={jobs}, "
-        f"reports in {reports_root / scale}")
+    if any(not _is_report(item[0]) for item in todo):  # the ledger and figures changed: re-render the reports
+        queued = {item[0] for item in todo}
+        for nb in notebooks:
+            if _is_report(nb) and nb not in queued:
+                params = param_sets.get(nb.stem, {})
+                todo.append((nb, scale, params, reports_root, notebook_fingerprint(nb, params, scale)))
+    reports_todo = [item for item in todo if _is_report(item[0])]
+    todo = [item for item in todo if not _is_report(item[0])]
+    log(f"advnb run: scale={scale}, {len(todo) + len(reports_todo)} to run, "
+        f"{len(selected) - len(todo) - len(reports_todo)} unchanged, jobs={jobs}, reports in {reports_root / scale}")
     failed = []
     def report(state):
         msg = f"{state['status']:6} {Path(state['notebook']).stem} ({state['seconds']} s)"
@@ -291,6 +304,9 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
         for item in todo:
             log(f"run   {item[0].stem} ...")
             report(_run_one(item))
+    for item in reports_todo:  # after every other notebook, also with --jobs > 1
+        log(f"run   {item[0].stem} ...")
+        report(_run_one(item))
     index = build_index(reports_root, scale, notebooks)
     log(f"index: {index}")
     if failed:

@@ -118,3 +118,24 @@ def test_every_notebook_has_a_tagged_parameters_cell_with_scale_and_seed():
             continue
         params = runner.notebook_parameters(nb)
         assert params.get("scale") == "smoke" and "seed" in params, f"{nb.name}: parameters cell missing or untagged"
+
+
+def test_report_notebook_runs_last_and_again_whenever_another_ran(project):
+    (project / "nbs" / "b_fail.ipynb").unlink()
+    make_notebook(project / "nbs" / "99_summary.ipynb", 'scale = "smoke"\nseed = 0',
+                  "from pathlib import Path\nprint(sorted(p.name for p in Path('.').glob('*.ipynb')))")
+    make_notebook(project / "nbs" / "c_ok.ipynb", 'scale = "smoke"\nseed = 0', "print('c')")
+    reports, logs = project / "reports", []
+    assert runner.run("smoke", project=project, reports_dir=reports, log=logs.append) == 0
+    ran = [l.split()[1] for l in logs if l.startswith("run ")]
+    assert ran == ["a_ok", "c_ok", "99_summary"]
+    # only c_ok is asked for and changed: the report, unchanged itself, is re-rendered after it
+    make_notebook(project / "nbs" / "c_ok.ipynb", 'scale = "smoke"\nseed = 0', "print('c2')")
+    logs.clear()
+    runner.run("smoke", ["c_ok"], project=project, reports_dir=reports, log=logs.append)
+    assert [l.split()[1] for l in logs if l.startswith("run ")] == ["c_ok", "99_summary"]
+    # nothing changed: nothing runs, the report included
+    logs.clear()
+    runner.run("smoke", project=project, reports_dir=reports, log=logs.append)
+    assert not [l for l in logs if l.startswith("run ")]
+    assert sum(l.startswith("skip") for l in logs) == 3
