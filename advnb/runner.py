@@ -269,7 +269,7 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
     param_sets = load_param_sets(project, scale)
     validate_param_sets(param_sets, notebooks, scale)
     selected = _select(notebooks, names or [])
-    todo = []
+    todo, skipped = [], 0
     for nb in selected:
         params = param_sets.get(nb.stem, {})
         fp = notebook_fingerprint(nb, params, scale)
@@ -277,6 +277,7 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
         if not force and st and st.get("status") == "ok" and st.get("fingerprint") == fp \
                 and (reports_root / scale / f"{nb.stem}.html").exists():
             log(f"skip  {nb.stem} (unchanged since its last successful run; --force to run it again)")
+            skipped += 1
             continue
         todo.append((nb, scale, params, reports_root, fp))
     if any(not _is_report(item[0]) for item in todo):  # the ledger and figures changed: re-render the reports
@@ -288,7 +289,7 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
     reports_todo = [item for item in todo if _is_report(item[0])]
     todo = [item for item in todo if not _is_report(item[0])]
     log(f"advnb run: scale={scale}, {len(todo) + len(reports_todo)} to run, "
-        f"{len(selected) - len(todo) - len(reports_todo)} unchanged, jobs={jobs}, reports in {reports_root / scale}")
+        f"{skipped} unchanged, jobs={jobs}, reports in {reports_root / scale}")
     failed = []
     def report(state):
         msg = f"{state['status']:6} {Path(state['notebook']).stem} ({state['seconds']} s)"

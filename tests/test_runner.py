@@ -134,6 +134,7 @@ def test_report_notebook_runs_last_and_again_whenever_another_ran(project):
     logs.clear()
     runner.run("smoke", ["c_ok"], project=project, reports_dir=reports, log=logs.append)
     assert [l.split()[1] for l in logs if l.startswith("run ")] == ["c_ok", "99_summary"]
+    assert any("2 to run, 0 unchanged" in l for l in logs)
     # nothing changed: nothing runs, the report included
     logs.clear()
     runner.run("smoke", project=project, reports_dir=reports, log=logs.append)
