@@ -29,7 +29,7 @@ from .core import SCALES, atomic_write_json, atomic_write_text, content_hash, ge
 # %% auto #0
 __all__ = ['RunnerError', 'find_project', 'list_notebooks', 'notebook_parameters', 'load_param_sets', 'validate_param_sets',
            'package_fingerprint', 'notebook_fingerprint', 'last_state', 'render_html', 'run_notebook', 'build_index',
-           'run', 'list_status', 'main']
+           'report_fingerprint', 'run', 'list_status', 'main']
 
 # %% ../nbs/07_runner.ipynb #a43f3075
 class RunnerError(Exception):
@@ -46,10 +46,15 @@ def find_project(start: Path | None = None) -> Path:
                       "run from the repository or pass --project")
 
 
+def _is_report(nb: Path) -> bool:
+    "Report notebooks (`99_*`) summarise the whole scale: they run last (see `report_fingerprint`)."
+    return nb.stem.startswith("99")
+
+
 def list_notebooks(project: Path) -> list[Path]:
     "Notebooks in `nbs/` in run order: by name, with the `99_*` report notebooks last (`_*` and `.*` are skipped)."
     nbs = [p for p in (Path(project) / "nbs").glob("*.ipynb") if not p.name.startswith(("_", "."))]
-    return sorted(nbs, key=lambda p: (p.stem.startswith("99"), p.stem))
+    return sorted(nbs, key=lambda p: (_is_report(p), p.stem))
 
 
 def notebook_parameters(path: Path) -> dict:
@@ -236,9 +241,13 @@ figure img{{width:260px;border:1px solid #ddd}} figcaption{{font-size:12px;word-
     return atomic_write_text(reports / "index.html", page)
 
 # %% ../nbs/07_runner.ipynb #7d52d9ac
-def _is_report(nb: Path) -> bool:
-    "Report notebooks (`99_*`) summarise the whole scale: they run last, and again whenever another notebook ran."
-    return nb.stem.startswith("99")
+def report_fingerprint(nb: Path, params: dict, scale: str, reports: Path, notebooks: list[Path]) -> str:
+    "A report's fingerprint also covers what it reads: the claims ledger and the last state of every other notebook."
+    ledger = reports / "claims.jsonl"
+    others = {o.stem: last_state(reports, o.stem) for o in notebooks if not _is_report(o)}
+    return content_hash({"own": notebook_fingerprint(nb, params, scale),
+                         "ledger": content_hash(ledger.read_bytes()) if ledger.exists() else None,
+                         "others": {k: (v or {}).get("started") for k, v in others.items()}})
 
 
 def _select(notebooks: list[Path], names: list[str]) -> list[Path]:
@@ -269,27 +278,27 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
     param_sets = load_param_sets(project, scale)
     validate_param_sets(param_sets, notebooks, scale)
     selected = _select(notebooks, names or [])
-    todo, skipped = [], 0
-    for nb in selected:
-        params = param_sets.get(nb.stem, {})
-        fp = notebook_fingerprint(nb, params, scale)
-        st = last_state(reports_root / scale, nb.stem)
+    reports = reports_root / scale
+    skipped = 0
+
+    def due(nb: Path, fp: str) -> bool:
+        nonlocal skipped
+        st = last_state(reports, nb.stem)
         if not force and st and st.get("status") == "ok" and st.get("fingerprint") == fp \
-                and (reports_root / scale / f"{nb.stem}.html").exists():
+                and (reports / f"{nb.stem}.html").exists():
             log(f"skip  {nb.stem} (unchanged since its last successful run; --force to run it again)")
             skipped += 1
-            continue
-        todo.append((nb, scale, params, reports_root, fp))
-    if any(not _is_report(item[0]) for item in todo):  # the ledger and figures changed: re-render the reports
-        queued = {item[0] for item in todo}
-        for nb in notebooks:
-            if _is_report(nb) and nb not in queued:
-                params = param_sets.get(nb.stem, {})
-                todo.append((nb, scale, params, reports_root, notebook_fingerprint(nb, params, scale)))
-    reports_todo = [item for item in todo if _is_report(item[0])]
-    todo = [item for item in todo if not _is_report(item[0])]
-    log(f"advnb run: scale={scale}, {len(todo) + len(reports_todo)} to run, "
-        f"{skipped} unchanged, jobs={jobs}, reports in {reports_root / scale}")
+            return False
+        return True
+
+    todo = []
+    for nb in selected:
+        if not _is_report(nb):
+            params = param_sets.get(nb.stem, {})
+            fp = notebook_fingerprint(nb, params, scale)
+            if due(nb, fp):
+                todo.append((nb, scale, params, reports_root, fp))
+    log(f"advnb run: scale={scale}, {len(todo)} to run before the reports, jobs={jobs}, reports in {reports}")
     failed = []
     def report(state):
         msg = f"{state['status']:6} {Path(state['notebook']).stem} ({state['seconds']} s)"
@@ -305,9 +314,14 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
         for item in todo:
             log(f"run   {item[0].stem} ...")
             report(_run_one(item))
-    for item in reports_todo:  # after every other notebook, also with --jobs > 1
-        log(f"run   {item[0].stem} ...")
-        report(_run_one(item))
+    for nb in notebooks:  # the reports, after every other notebook (also with --jobs > 1), whether selected or not
+        if _is_report(nb):
+            params = param_sets.get(nb.stem, {})
+            fp = report_fingerprint(nb, params, scale, reports, notebooks)
+            if due(nb, fp):
+                log(f"run   {nb.stem} ...")
+                report(_run_one((nb, scale, params, reports_root, fp)))
+    log(f"advnb run: {skipped} unchanged notebook(s) skipped")
     index = build_index(reports_root, scale, notebooks)
     log(f"index: {index}")
     if failed:

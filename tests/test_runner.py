@@ -134,7 +134,15 @@ def test_report_notebook_runs_last_and_again_whenever_another_ran(project):
     logs.clear()
     runner.run("smoke", ["c_ok"], project=project, reports_dir=reports, log=logs.append)
     assert [l.split()[1] for l in logs if l.startswith("run ")] == ["c_ok", "99_summary"]
-    assert any("2 to run, 0 unchanged" in l for l in logs)
+    assert any("0 unchanged notebook(s) skipped" in l for l in logs)
+    # c_ok ran but the process died before the report: the next run renders the report, and only the report
+    make_notebook(project / "nbs" / "c_ok.ipynb", 'scale = "smoke"\nseed = 0', "print('c3')")
+    c_ok = project / "nbs" / "c_ok.ipynb"
+    runner._run_one((c_ok, "smoke", {}, reports, runner.notebook_fingerprint(c_ok, {}, "smoke")))
+    logs.clear()
+    runner.run("smoke", project=project, reports_dir=reports, log=logs.append)
+    assert [l.split()[1] for l in logs if l.startswith("run ")] == ["99_summary"]
+    assert any("2 unchanged notebook(s) skipped" in l for l in logs)
     # nothing changed: nothing runs, the report included
     logs.clear()
     runner.run("smoke", project=project, reports_dir=reports, log=logs.append)
