@@ -17,7 +17,7 @@ from filelock import FileLock
 from .core import SCALES, atomic_write_text, current_run, get_settings
 
 # %% auto #0
-__all__ = ['Claim', 'record', 'load_claims', 'verdict', 'claims_table']
+__all__ = ['Claim', 'record', 'load_claims', 'verdict', 'claims_table', 'accuracy_difference_se', 'paired_difference', 'exceeds']
 
 # %% ../nbs/04_claims.ipynb #dec3ed59
 @dataclass
@@ -107,3 +107,28 @@ def claims_table(scale: str | None = None, reports_dir: Path | str | None = None
     for c in ("paper_value", "our_value"):
         out[c] = out[c].map(lambda v: v if isinstance(v, str) else json.dumps(v, default=str))
     return out.set_index("id")
+
+# %% ../nbs/04_claims.ipynb #c4a1f0e2
+def accuracy_difference_se(p1: float, n1: int, p2: float, n2: int | None = None) -> float:
+    "Standard error of `p1 - p2` for two accuracies measured on `n1` and `n2` images (binomial, unpaired)."
+    n2 = n1 if n2 is None else n2
+    return (p1 * (1 - p1) / max(n1, 1) + p2 * (1 - p2) / max(n2, 1)) ** 0.5
+
+
+def paired_difference(d) -> tuple[float, float]:
+    "Mean and standard error of paired per-example differences `d`."
+    import numpy as np
+    d = np.asarray(d, dtype=float).ravel()
+    if len(d) < 2:
+        return float(d.mean()) if len(d) else float("nan"), float("inf")
+    return float(d.mean()), float(d.std(ddof=1) / len(d) ** 0.5)
+
+
+def exceeds(diff: float, se: float, z: float = 2.0) -> bool | None:
+    "`True` when `diff > z·se`, `False` when `diff <= 0`, `None` (inconclusive: right sign, within noise) between."
+    if diff != diff:  # NaN
+        return None
+    if diff <= 0:
+        return False
+    return True if diff > z * se else None
+
