@@ -25,7 +25,7 @@ from .core import progress, torch_generator
 # %% auto #0
 __all__ = ['AttackInputError', 'eval_mode', 'validate_inputs', 'check_logits', 'perturbation_norm', 'cw_margin', 'attack_loss',
            'fgsm', 'pgd', 'attack_success', 'MinimalPerturbation', 'pgd_minimal', 'cw_l2', 'deepfool', 'deform', 'adef',
-           'salt_and_pepper', 'nattack', 'RobustResult', 'robust_accuracy']
+           'salt_and_pepper', 'nattack', 'RobustResult', 'robust_accuracy', 'predict', 'accuracy', 'attack_batches']
 
 # %% ../nbs/03_attacks.ipynb #9d5c1a7d
 class AttackInputError(ValueError):
@@ -112,6 +112,12 @@ def _flat_norm(d: torch.Tensor, norm: str) -> torch.Tensor:
 def perturbation_norm(x_adv: torch.Tensor, x: torch.Tensor, norm: str = "l2") -> torch.Tensor:
     "Per-example `‖x_adv − x‖` in the given norm (`linf`, `l2`, `l1`, `l0`)."
     return _flat_norm((x_adv - x).detach(), norm)
+
+
+def _model_device(model) -> torch.device:
+    "The device of `model`'s first parameter (the CPU for a parameter-free model or a plain function)."
+    p = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
+    return p.device if p is not None else torch.device("cpu")
 
 
 def _view(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -258,9 +264,14 @@ def attack_success(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: to
     with eval_mode(model), torch.no_grad():
         lc = check_logits(model(x) if logits_clean is None else logits_clean, x, y)
         la = check_logits(model(x_adv) if logits_adv is None else logits_adv, x, y)
-    ok = (lc.argmax(1) == y) & (la.argmax(1) != y)
+    return _success(lc, la, y, None if eps is None else perturbation_norm(x_adv, x, norm), eps)
+
+
+def _success(logits_clean, logits_adv, y, norms=None, eps=None) -> torch.Tensor:
+    "Paper C's predicate from the logits and (when `eps` is given) the perturbation norms."
+    ok = (logits_clean.argmax(1) == y) & (logits_adv.argmax(1) != y)
     if eps is not None:
-        ok &= perturbation_norm(x_adv, x, norm) <= float(eps) + 1e-6 * (1 + float(eps))
+        ok &= norms <= float(eps) + 1e-6 * (1 + float(eps))
     return ok
 
 
@@ -330,8 +341,12 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, c: float = 1.0, ka
                 total = (d2 + cc * f).sum()
                 g, = torch.autograd.grad(total, w)
                 with torch.no_grad():
-                    # success is judged without κ (the label flipped), as in the reference implementation
-                    succ = (logits.argmax(1) == y) if targeted else (logits.argmax(1) != y)
+                    # success is judged with κ, as Carlini's `compare`: the argmax of the logits with κ added
+                    # to Z_y (untargeted; subtracted from Z_t when targeted), i.e. the CW margin ≤ −κ
+                    # (κ = 0: the label flipped)
+                    zk = logits.detach().scatter_add(1, y[:, None], torch.full_like(y[:, None], -kappa if targeted
+                                                                                      else kappa, dtype=x.dtype))
+                    succ = (zk.argmax(1) == y) if targeted else (zk.argmax(1) != y)
                     better = succ & (d2.sqrt() < best_n)
                     best_n = torch.where(better, d2.sqrt(), best_n)
                     best_x = torch.where(_view(better, x), xa.detach(), best_x)
@@ -349,15 +364,27 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, c: float = 1.0, ka
     return best_x.detach()
 
 # %% ../nbs/03_attacks.ipynb #9a7b70c8
+def _candidate_grads(logits: torch.Tensor, xa: torch.Tensor, y: torch.Tensor, cand: torch.Tensor):
+    """For each candidate column `j ≥ 1` of `cand` (N, k) yield `(c_j, f_j, ∇_x f_j)` with `f_j = Z_{c_j} − Z_y`
+    (detached). Column 0 (the top clean class) is `y` for every row still attacked, so it is skipped, and each
+    `∇f_j` is one backward of `Z_{c_j} − Z_y` rather than two gradients subtracted."""
+    ar = torch.arange(len(y), device=y.device)
+    zy = logits[ar, y]
+    k = cand.shape[1]
+    for j in range(1, k):
+        cj = cand[:, j]
+        fj = logits[ar, cj] - zy
+        g, = torch.autograd.grad(fj.sum(), xa, retain_graph=j < k - 1)
+        yield cj, fj.detach(), g
+
+
 def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str = "l2", overshoot: float = 0.02,
              steps: int = 50, num_classes: int = 10) -> torch.Tensor:
-    "DeepFool (L2 or L∞) over the `num_classes` top clean classes; unchanged where the label is already wrong."
+    "DeepFool (L2 or L∞) over the `num_classes` top clean classes (the true one included); unchanged where the label is already wrong."
     x, y = validate_inputs(model, x, y)
     if norm not in _NORMS:
         raise AttackInputError(f"norm must be 'linf' or 'l2', got {norm!r}")
     overshoot = _check_eps(overshoot, "overshoot")
-    n = x.shape[0]
-    ar = torch.arange(n, device=x.device)
     with eval_mode(model):
         with torch.no_grad():
             logits0 = check_logits(model(x), x, y)
@@ -365,23 +392,18 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str = "l2
         cand = logits0.topk(k, dim=1).indices  # (N, k)
         r_tot = torch.zeros_like(x)
         x_adv = x.clone()
-        active = logits0.argmax(1) == y
+        active = cand[:, 0] == y  # = correct (argmax == y); as topk's first, so `_candidate_grads` may skip it
         for _ in range(steps):
             if not bool(active.any()): break
             idx = active.nonzero().squeeze(1)
             xa = x_adv[idx].clone().requires_grad_(True)
-            logits = model(xa)
-            yi, ci, ari = y[idx], cand[idx], ar[: len(idx)]
-            gy, = torch.autograd.grad(logits[ari, yi].sum(), xa, retain_graph=True)
+            yi = y[idx]
             best_pert = torch.full((len(idx),), float("inf"), device=x.device, dtype=x.dtype)
             best_r = torch.zeros_like(xa)
-            for j in range(k):
-                cj = ci[:, j]
-                gj, = torch.autograd.grad(logits[ari, cj].sum(), xa, retain_graph=j < k - 1)
-                w = (gj - gy).flatten(1)
-                f = (logits[ari, cj] - logits[ari, yi]).detach().abs()
+            for _, f, g in _candidate_grads(model(xa), xa, yi, cand[idx]):
+                w, f = g.flatten(1), f.abs()
                 wn = w.abs().sum(1) if norm == "linf" else w.norm(dim=1)
-                pert = torch.where((cj != yi) & (wn > 0), f / wn.clamp_min(1e-12), torch.full_like(f, float("inf")))
+                pert = torch.where(wn > 0, f / wn.clamp_min(1e-12), torch.full_like(f, float("inf")))
                 take = pert < best_pert
                 if norm == "linf":
                     r = _view((f + 1e-4) / wn.clamp_min(1e-12), xa) * w.sign().view_as(xa)
@@ -405,7 +427,7 @@ def _gauss_kernel(sigma: float, device, dtype):
 
 
 def _smooth(v: torch.Tensor, sigma: float) -> torch.Tensor:
-    "Separable Gaussian filter over the last two dims of (N, C, H, W), reflect padding."
+    "Separable Gaussian filter over the last two dims of (N, C, H, W), replicate (edge) padding."
     if sigma <= 0: return v
     k = _gauss_kernel(sigma, v.device, v.dtype)
     n, c, h, w = v.shape
@@ -426,8 +448,8 @@ def deform(x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
 
 
 def adef(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 50, sigma: float = 0.5,
-         overshoot: float = 1.2, num_classes: int = 2, max_norm: float = float("inf")) -> torch.Tensor:
-    "ADef: smooth (Gaussian `sigma`) deformation field grown DeepFool-style until the label flips."
+         overshoot: float = 1.2, num_classes: int = 3, max_norm: float = float("inf")) -> torch.Tensor:
+    "ADef: smooth (Gaussian `sigma`) deformation field grown DeepFool-style over the `num_classes` top clean classes (the true one included) until the label flips."
     x, y = validate_inputs(model, x, y)
     if x.ndim != 4:
         raise AttackInputError(f"adef needs images (N, C, H, W), got shape {tuple(x.shape)}")
@@ -435,33 +457,26 @@ def adef(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 50, si
     with eval_mode(model):
         with torch.no_grad():
             logits0 = check_logits(model(x), x, y)
-        k = max(2, min(int(num_classes) + 1, logits0.shape[1]))
+        k = max(2, min(int(num_classes), logits0.shape[1]))
         cand = logits0.topk(k, dim=1).indices
         tau = torch.zeros(n, 2, *x.shape[2:], device=x.device, dtype=x.dtype)
         x_adv = x.clone()
-        active = logits0.argmax(1) == y
-        ar = torch.arange(n, device=x.device)
+        active = cand[:, 0] == y  # = correct (argmax == y); as topk's first, so `_candidate_grads` may skip it
         for _ in range(steps):
             if not bool(active.any()): break
             idx = active.nonzero().squeeze(1)
             xa = x_adv[idx].clone().requires_grad_(True)
-            logits = model(xa)
-            yi, ci, ari = y[idx], cand[idx], ar[: len(idx)]
-            gy, = torch.autograd.grad(logits[ari, yi].sum(), xa, retain_graph=True)
+            yi = y[idx]
             d_r, d_c = torch.gradient(xa.detach(), dim=(2, 3))
             best = torch.full((len(idx),), float("inf"), device=x.device, dtype=x.dtype)
             best_t = torch.zeros_like(tau[idx])
-            for j in range(k):
-                cj = ci[:, j]
-                gj, = torch.autograd.grad(logits[ari, cj].sum(), xa, retain_graph=j < k - 1)
-                gk = gj - gy
-                f = (logits[ari, cj] - logits[ari, yi]).detach()  # < 0 while y is still predicted
+            for _, f, gk in _candidate_grads(model(xa), xa, yi, cand[idx]):  # f < 0 while y is still predicted
                 grad_tau = torch.stack([(gk * d_r).sum(1), (gk * d_c).sum(1)], 1)  # (n, 2, H, W)
                 sg = _smooth(grad_tau, sigma)
                 den = sg.flatten(1).pow(2).sum(1)
                 t_k = _view(-f / den.clamp_min(1e-20), sg) * _smooth(sg, sigma)
                 size = t_k.flatten(1).abs().amax(1)
-                size = torch.where((cj != yi) & (den > 0), size, torch.full_like(size, float("inf")))
+                size = torch.where(den > 0, size, torch.full_like(size, float("inf")))
                 take = size < best
                 best = torch.where(take, size, best)
                 best_t = torch.where(_view(take, best_t), t_k, best_t)
@@ -504,7 +519,7 @@ def salt_and_pepper(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: i
             pmin = torch.where(take, 0.5 * p, pmin)
             pmax = torch.where(take, torch.clamp(p * 1.2, max=1.0), pmax)
             stepsize = torch.where(take, (pmax - pmin) / (steps - step), stepsize)
-            p = torch.where(p == pmax, pmin, p)
+            p = torch.where(take | (p == pmax), pmin, p)  # restart the sweep after a success or at the top
             p = torch.minimum(p + stepsize, pmax)
     return result
 
@@ -515,6 +530,8 @@ def nattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, sigm
     "NAttack (NES over a Gaussian in tanh space, L∞ ball `eps`); query-only. Misclassified `g(μ)` or `x`."
     x, y = validate_inputs(model, x, y, eps)
     eps = _check_eps(eps); sigma = _check_eps(sigma, "sigma"); lr = _check_eps(lr, "lr")
+    if sigma == 0:
+        raise AttackInputError("sigma must be > 0: it is the width of the search distribution (paper D: 0.1)")
     if samples < 2:
         raise AttackInputError(f"samples must be >= 2, got {samples}")
     gen = torch_generator(seed, x.device)
@@ -551,6 +568,11 @@ def nattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, sigm
             ell = (logp.gather(1, yy[:, None]).squeeze(1) - _other_max(logp, yy)).clamp(min=0).view(m, samples)
             a = (ell - ell.mean(1, keepdim=True)) / (ell.std(1, keepdim=True) + 1e-7)
             mu[idx] = mu[idx] - lr / (samples * sigma) * torch.einsum("ms,ms...->m...", a, e)
+        idx = active.nonzero().squeeze(1)  # the last update of μ gets its check too
+        if len(idx):
+            xm = g(w[idx], x[idx], mu[idx])
+            fooled = query(xm).argmax(1) != y[idx]
+            result[idx[fooled]] = xm[fooled]
     return result
 
 # %% ../nbs/03_attacks.ipynb #6c0077a7
@@ -576,22 +598,54 @@ def robust_accuracy(model: nn.Module, loader: Iterable, attack: Callable, eps: f
     "Attack every batch of `loader` with `attack(model, x, y)`; clean and robust accuracy, per-example success."
     if eps is not None: _check_eps(eps)
     if device is None:
-        p = next(iter(model.parameters()), None)
-        device = p.device if p is not None else torch.device("cpu")
+        device = _model_device(model)
     try:
         takes_seed = "seed" in inspect.signature(attack).parameters
     except (TypeError, ValueError):
         takes_seed = False
     cc, rc, ss, nn_ = [], [], [], []
-    for i, (x, y) in enumerate(progress(loader, desc=desc or getattr(attack, "__name__", "attack"), leave=False)):
+    if desc is None:  # a functools.partial is labelled by the function it wraps
+        desc = getattr(attack, "__name__", None) or getattr(getattr(attack, "func", None), "__name__", "attack")
+    for i, (x, y) in enumerate(progress(loader, desc=desc, leave=False)):
         x, y = x.to(device), y.to(device)
         x_adv = attack(model, x, y, seed=seed + i) if takes_seed else attack(model, x, y)
+        x, y = validate_inputs(model, x, y)
+        if x_adv.shape != x.shape:
+            raise AttackInputError(f"the attack returned shape {tuple(x_adv.shape)} for a batch of shape {tuple(x.shape)}")
         with eval_mode(model), torch.no_grad():
-            lc, la = model(x), model(x_adv)
-        s = attack_success(model, x, x_adv, y, eps, norm, lc, la)
-        correct = lc.argmax(1) == y.to(device)
+            lc, la = check_logits(model(x), x, y), check_logits(model(x_adv), x, y)
+        nrm = perturbation_norm(x_adv, x, norm)  # once: for the ε test and for the result
+        s = _success(lc, la, y, nrm, eps)
+        correct = lc.argmax(1) == y
         cc.append(correct.cpu()); ss.append(s.cpu())
-        rc.append((correct & ~s).cpu()); nn_.append(perturbation_norm(x_adv, x, norm).cpu())
+        rc.append((correct & ~s).cpu()); nn_.append(nrm.cpu())
     cc, rc, ss, nn_ = (torch.cat(t) if t else torch.zeros(0) for t in (cc, rc, ss, nn_))
     n = max(len(cc), 1)
     return RobustResult(float(cc.sum()) / n, float(rc.sum()) / n, ss.bool(), cc.bool(), rc.bool(), nn_)
+
+# %% ../nbs/03_attacks.ipynb #b7c1e2a1
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256, logits: bool = False) -> torch.Tensor:
+    "Predicted labels (or the logits) of `model` in eval mode on `x`, in batches on the model's device; on the CPU."
+    dev = _model_device(model)
+    with eval_mode(model):
+        out = [model(x[i:i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)]
+    if not out:
+        return torch.zeros(0, dtype=torch.long)
+    z = torch.cat(out)
+    return z if logits else z.argmax(1)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
+    "Top-1 accuracy of `model` on `(x, y)` (NaN for no images)."
+    return float((predict(model, x, batch_size) == y.cpu()).float().mean()) if len(y) else float("nan")
+
+
+def attack_batches(attack: Callable, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
+                   seed: int = 0) -> torch.Tensor:
+    "`attack(model, xb, yb, seed=seed + i)` on each batch `i` of `(x, y)` on the model's device; the adversarial images on the CPU."
+    dev = _model_device(model)
+    out = [attack(model, x[s:s + batch_size].to(dev), y[s:s + batch_size].to(dev), seed=seed + i).detach().cpu()
+           for i, s in enumerate(range(0, len(x), batch_size))]
+    return torch.cat(out) if out else x.clone()
+

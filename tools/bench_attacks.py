@@ -97,7 +97,7 @@ def main(argv=None):
 
     rows = []
     for name in args.models:
-        model, desc = (small_cnn(), "small CNN (4 conv/fc layers)") if name == "cnn" else resnet18()
+        model, desc = (small_cnn(), "small CNN (5 conv/fc layers)") if name == "cnn" else resnet18()
         model.eval()
         fns = {"floor": lambda: floor_input(model, x, y, k), "floor+W": lambda: floor_full(model, x, y, k),
                "advnb": lambda: pgd(model, x, y, eps, alpha, k)}
