@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -28,8 +27,8 @@ from .core import content_hash, get_settings, torch_generator
 __all__ = ['SYNTHETIC_PREFIX', 'CIFAR10_CLASSES', 'CIFAR100_CLASSES', 'MNIST_CLASSES', 'FASHIONMNIST_CLASSES', 'STL10_CLASSES',
            'SHAPES', 'ORIENTATIONS', 'HUES', 'LEVELS', 'DATASETS', 'SYNTHETIC_DEFAULT_PER_CLASS', 'SPLITS',
            'DatasetInfo', 'synthetic_factors', 'synthetic_class_names', 'augmentation_policy', 'crop_flip',
-           'random_crop_flip', 'ImageTensorDataset', 'MissingDatasetError', 'dataset_path', 'render_synthetic',
-           'make_synthetic', 'load_dataset', 'subset', 'KeyedSampler', 'make_loader', 'take']
+           'ImageTensorDataset', 'MissingDatasetError', 'dataset_path', 'render_synthetic', 'make_synthetic',
+           'load_dataset', 'subset', 'KeyedSampler', 'make_loader', 'take']
 
 # %% ../nbs/01_data.ipynb #8d072737
 @dataclass(frozen=True)
@@ -143,16 +142,6 @@ def crop_flip(x: torch.Tensor, ox: torch.Tensor, oy: torch.Tensor, flip: torch.T
     cols = torch.where(flip.to(dev)[:, None], cols.flip(1), cols)
     return xp[torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
               rows[:, None, :, None], cols[:, None, None, :]]
-
-
-def random_crop_flip(x: torch.Tensor, pad: int, flip: bool = True, generator: torch.Generator | None = None):
-    "Batch version of the papers' augmentation on any device (random offsets and flips per image)."
-    n = x.shape[0]
-    m = 2 * pad + 1
-    ox = torch.randint(0, m, (n,), generator=generator)
-    oy = torch.randint(0, m, (n,), generator=generator)
-    fl = torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
-    return crop_flip(x, ox, oy, fl, pad)
 
 # %% ../nbs/01_data.ipynb #4abb3cd2
 _KEY_HIGH = 2**62
@@ -394,15 +383,6 @@ _SYN_CACHE: OrderedDict = OrderedDict()
 _SYN_CACHE_SIZE = 8
 
 
-@contextmanager
-def _torch_threads(n: int):
-    "Run torch ops on `n` intra-op threads inside the block (restored afterwards)."
-    old = torch.get_num_threads()
-    if old != n: torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if old != n: torch.set_num_threads(old)
 _CHUNK_PIXELS = 2**19  # render about this many pixels per image plane at a time (keeps temporaries in cache)
 
 
@@ -418,18 +398,16 @@ def make_synthetic(name: str, split: str = "train", n_per_class: int | None = No
     labels = torch.arange(k).repeat(n)
     x = torch.empty((n * k, *info.shape), dtype=torch.uint8)
     rounds_per_chunk = max(1, _CHUNK_PIXELS // (k * info.shape[1] * info.shape[2]))
-    # chunks of cache-sized tensors on one thread: these element-wise ops gain little from more threads
-    # and lose a lot when the machine's cores are oversubscribed
-    with _torch_threads(1):
-        for r0 in range(0, n, rounds_per_chunk):
-            us, noises = [], []
-            for r in range(r0, min(n, r0 + rounds_per_chunk)):
-                g = torch_generator(_derive_seed("advnb.synthetic", name, split, int(seed), r))
-                us.append(torch.rand((k, _N_PARAMS), generator=g))
-                noises.append(torch.randn((k, *info.shape), generator=g))
-            a, b = r0 * k, (r0 + len(us)) * k
-            img = render_synthetic(labels[a:b], torch.cat(us), torch.cat(noises), tuple(info.shape))
-            x[a:b] = img.mul_(255).round_().to(torch.uint8)
+    # chunks of cache-sized tensors (the thread count is left to the caller: library code does not touch it)
+    for r0 in range(0, n, rounds_per_chunk):
+        us, noises = [], []
+        for r in range(r0, min(n, r0 + rounds_per_chunk)):
+            g = torch_generator(_derive_seed("advnb.synthetic", name, split, int(seed), r))
+            us.append(torch.rand((k, _N_PARAMS), generator=g))
+            noises.append(torch.randn((k, *info.shape), generator=g))
+        a, b = r0 * k, (r0 + len(us)) * k
+        img = render_synthetic(labels[a:b], torch.cat(us), torch.cat(noises), tuple(info.shape))
+        x[a:b] = img.mul_(255).round_().to(torch.uint8)
     _SYN_CACHE[key] = (x, labels)
     while len(_SYN_CACHE) > _SYN_CACHE_SIZE:
         _SYN_CACHE.popitem(last=False)

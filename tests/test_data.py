@@ -208,22 +208,42 @@ def test_augmentation_policy():
     assert augmentation_policy(DATASETS["fashionmnist"]) == (0, False)
 
 
+def _pad_crop_flip_candidates(img: torch.Tensor, pad: int) -> torch.Tensor:
+    "Every zero-pad-by-`pad` crop of `img` (C, H, W), plain and mirrored left-right, built without advnb."
+    _, h, w = img.shape
+    xp = torch.nn.functional.pad(img, (pad, pad, pad, pad))  # zero padding on all four sides
+    crops = [xp[:, oy:oy + h, ox:ox + w] for oy in range(2 * pad + 1) for ox in range(2 * pad + 1)]
+    return torch.stack(crops + [c.flip(-1) for c in crops])  # (2 (2p+1)^2, C, H, W)
+
+
 def test_augmentation_is_a_pad_crop_flip_of_the_original():
     ds = load_dataset("synthetic-cifar10", "test", n_per_class=2, augment=True)
     pad = 4
     torch.manual_seed(0)
-    changed = 0
+    changed = flipped = 0
     for i in range(len(ds)):
         xa, y = ds[i]
         assert xa.shape == (3, 32, 32) and xa.dtype == torch.float32 and 0 <= xa.min() and xa.max() <= 1
-        orig = ds.x[i:i + 1]
-        m = 2 * pad + 1
-        ox, oy = torch.arange(m).repeat_interleave(m), torch.arange(m).repeat(m)
-        cands = torch.cat([crop_flip(orig.expand(m * m, -1, -1, -1), ox, oy, torch.full((m * m,), f), pad)
-                           for f in (False, True)]).float() / 255
-        assert (cands - xa).abs().flatten(1).amax(1).min() == 0  # exactly one of the (2p+1)^2 x 2 crops
+        cands = _pad_crop_flip_candidates(ds.x[i].float() / 255, pad)
+        err = (cands - xa).abs().flatten(1).amax(1)
+        assert err.min() == 0  # one of the (2p+1)^2 x 2 zero-padded crops, mirrored (if at all) left-right
+        flipped += bool(err[len(err) // 2:].min() == 0 and err[: len(err) // 2].min() > 0)
         changed += not torch.equal(xa, ds.x[i].float() / 255)
     assert changed >= len(ds) // 2
+    assert flipped >= 1  # the flip branch is exercised
+
+
+def test_crop_flip_matches_an_independent_reference():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(1, 256, (6, 3, 8, 10), generator=g, dtype=torch.uint8)  # no zeros: padding is visible
+    pad = 3
+    ox, oy = torch.randint(0, 2 * pad + 1, (6,), generator=g), torch.randint(0, 2 * pad + 1, (6,), generator=g)
+    flip = torch.tensor([False, True, False, True, True, False])
+    out = crop_flip(x, ox, oy, flip, pad)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    for n in range(6):
+        ref = torch.nn.functional.pad(x[n], (pad, pad, pad, pad))[:, int(oy[n]):int(oy[n]) + 8, int(ox[n]):int(ox[n]) + 10]
+        assert torch.equal(out[n], ref.flip(-1) if flip[n] else ref)
 
 
 def test_no_augmentation_for_grey_data():

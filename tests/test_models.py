@@ -1,10 +1,13 @@
 import math
+import re
+import typing
 
 import pytest
 import torch
 from torch import nn
 
 from advnb import models
+from advnb.data import DATASETS
 from advnb.models import (ARCHITECTURES, Normalize, build_model, count_parameters, end_to_end_weights,
                           extract_features)
 
@@ -41,11 +44,29 @@ def _stats(c):
     return [0.4 + 0.05 * i for i in range(c)], [0.2 + 0.03 * i for i in range(c)]
 
 
+def _families() -> tuple[set[str], dict]:
+    """The family builders in ARCHITECTURES and each builder's model class. A builder is a preset, not a family,
+    only when another builder of the same model class has a strict superset of its knobs and its name is that
+    builder's name plus a depth/width suffix (`preact_resnet20`, `wrn34_10`); anything else counts as a family,
+    so a new builder must get a SMALL configuration unless it is clearly a preset of a covered family."""
+    cls = {n: typing.get_type_hints(f).get("return", f) for n, f in ARCHITECTURES.items()}
+    knobs = {n: set(models.arch_knobs(n)) for n in ARCHITECTURES}
+
+    def preset_of(n, o):
+        return (cls[o] is cls[n] and knobs[n] < knobs[o]
+                and re.fullmatch(re.escape(o) + r"\d+(_\d+)*", n) is not None)
+    fams = {n for n in ARCHITECTURES if not any(preset_of(n, o) for o in ARCHITECTURES)}
+    return fams, cls
+
+
 def test_every_family_is_covered():
     covered = {_spec(k)[0] for k in SMALL}
-    families = {"resnet18", "preact_resnet", "wrn", "vgg19", "simple_cnn", "fully_connected", "full_width_conv",
-                "bounded_conv", "locally_connected", "shallow_resnet", "fixup_resnet"}
-    assert families <= covered and families <= set(ARCHITECTURES)
+    families, cls = _families()
+    assert families, "no architecture families found in advnb.models.ARCHITECTURES"
+    missing = sorted(families - covered)
+    assert not missing, f"families without a SMALL configuration in this file: {missing}"
+    assert covered <= set(ARCHITECTURES), f"SMALL names unknown architectures: {sorted(covered - set(ARCHITECTURES))}"
+    assert set(cls.values()) <= {cls[a] for a in covered}  # every model class (presets' too) is exercised
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -289,11 +310,8 @@ def test_build_model_errors_and_metadata():
 
 
 def test_build_model_takes_statistics_from_a_dataset():
-    data = pytest.importorskip("advnb.data")
-    name = next((n for n in ("mnist", "cifar10") if n in data.DATASETS), None)
-    if name is None:
-        pytest.skip("advnb.data has no mnist/cifar10 entry")
-    info = data.DATASETS[name]
+    name = "cifar10"
+    info = DATASETS[name]
     m = build_model("resnet18", dataset=name, width=2)
     assert m.in_shape == tuple(info.shape) and m.num_classes == info.num_classes
     torch.testing.assert_close(m.normalize.mean.flatten(), torch.tensor(info.mean, dtype=torch.float32).expand(info.shape[0]))
