@@ -14,13 +14,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .attacks import accuracy, attack_batches, fgsm, pgd
 from .core import get_device, progress
 from .train import TrainSpec
 
 # %% auto #0
-__all__ = ['FULL_SCALE', 'paper_a_specs', 'eval_images', 'predict', 'accuracy', 'adversarial', 'frequency_radius',
-           'low_pass_mask', 'centred_spectrum', 'low_pass', 'high_pass', 'swap_high_frequency', 'scale_grid',
-           'accuracy_over_scales', 'log_amplitude_spectrum', 'region_mean', 'high_frequency_energy_fraction']
+__all__ = ['FULL_SCALE', 'paper_a_specs', 'adversarial', 'frequency_radius', 'low_pass_mask', 'centred_spectrum', 'low_pass',
+           'high_pass', 'swap_high_frequency', 'scale_grid', 'accuracy_over_scales', 'log_amplitude_spectrum',
+           'region_mean', 'high_frequency_energy_fraction']
 
 # %% ../nbs/a1_frequency.ipynb #7bbc04e7
 def paper_a_specs(dataset: str = "cifar10", width: int = 64, n_per_class: int = 0, epochs: int = 100,
@@ -43,52 +44,21 @@ def paper_a_specs(dataset: str = "cifar10", width: int = 64, n_per_class: int = 
     return {"STD": base, "ADV": adv}
 
 
-def eval_images(dataset: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    "`n` test images in [0, 1] and their labels, drawn class-balanced (as far as `n` allows) with `seed`."
-    from advnb.data import DATASETS, load_dataset, take
-    k = DATASETS[dataset].num_classes
-    ds = load_dataset(dataset, "test", n_per_class=max(1, math.ceil(n / k)), seed=seed)
-    x, y = take(ds, len(ds))
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(y), generator=g)[:n]
-    return x[idx].contiguous(), y[idx].contiguous()
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    "Predicted labels of `model` (eval mode) on `x`, in batches, on the model's device; returned on the CPU."
-    dev = next(model.parameters()).device
-    was = model.training
-    model.eval()
-    try:
-        out = [model(x[i:i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
-
-
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
-    "Top-1 accuracy of `model` on `(x, y)`."
-    return float((predict(model, x, batch_size) == y.cpu()).float().mean()) if len(y) else float("nan")
-
-
 def adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "pgd", eps: float = 8 / 255,
                 alpha: float = 1 / 255, steps: int = 20, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
-    """Adversarial examples of `x` against `model`: `attack="pgd"` (L∞ PGD-`steps`, step `alpha`, random start; the
-    paper's PGD-20 by default) or `"fgsm"` (one step of size `eps`). Batched; each batch seeded `seed + i`."""
-    from advnb.attacks import fgsm, pgd
-    dev = next(model.parameters()).device
-    out = []
-    for i, s in enumerate(range(0, len(x), batch_size)):
-        xb, yb = x[s:s + batch_size].to(dev), y[s:s + batch_size].to(dev)
-        if attack == "pgd":
-            xa = pgd(model, xb, yb, eps=eps, alpha=alpha, steps=steps, random_start=True, seed=seed + i)
-        elif attack == "fgsm":
-            xa = fgsm(model, xb, yb, eps=eps)
-        else:
-            raise ValueError(f"attack must be 'pgd' or 'fgsm', got {attack!r}")
-        out.append(xa.detach().cpu())
-    return torch.cat(out) if out else x.clone()
+    """Adversarial examples of `x` against `model` (on the CPU): `attack="pgd"` (L∞ PGD-`steps`, step `alpha`, random
+    start; the paper's PGD-20 by default) or `"fgsm"` (one step of size `eps`). Batched by
+    `advnb.attacks.attack_batches`, which seeds batch `i` with `seed + i`."""
+    if attack == "pgd":
+        def run(m, xb, yb, seed):
+            return pgd(m, xb, yb, eps=eps, alpha=alpha, steps=steps, random_start=True, seed=seed)
+    elif attack == "fgsm":
+        def run(m, xb, yb, seed):
+            return fgsm(m, xb, yb, eps=eps)
+    else:
+        raise ValueError(f"attack must be 'pgd' or 'fgsm', got {attack!r}")
+    return attack_batches(run, model, x, y, batch_size=batch_size, seed=seed)
+
 
 # %% ../nbs/a1_frequency.ipynb #b4041a08
 FULL_SCALE = math.sqrt(2.0)  # the normalised radius of the spectrum's corners: LP at this scale is the identity

@@ -7,7 +7,7 @@ and their (potentially) adversarial examples at Conv1, Layer0…Layer4 of a ResN
 # %% ../nbs/a3_local_response.ipynb #dfcf737c
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -15,9 +15,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .attacks import eval_mode
+from .models import extract_features
+
 # %% auto #0
 __all__ = ['FIG4_PERTURBATIONS', 'FIG4_KERNELS', 'FIG4_PAPER', 'PAPER_A_LAYERS', 'local_response_difference', 'figure4_example',
-           'paper_a_layers', 'response_differences', 'local_response_differences', 'summarize', 'side_by_side']
+           'response_differences', 'local_response_differences', 'summarize', 'side_by_side']
 
 # %% ../nbs/a3_local_response.ipynb #844886e9
 FIG4_PERTURBATIONS = {
@@ -47,17 +50,7 @@ def figure4_example() -> pd.DataFrame:
     return pd.DataFrame(rows).T.rename_axis("perturbation")
 
 # %% ../nbs/a3_local_response.ipynb #ac02a127
-PAPER_A_LAYERS = ("Conv1", "Layer0", "Layer1", "Layer2", "Layer3", "Layer4")
-
-
-def paper_a_layers(model: nn.Module, wanted: Sequence[str] = PAPER_A_LAYERS) -> list[str]:
-    "The model's feature names for Conv1, Layer0…Layer4 (matched case-insensitively against `model.feature_names`)."
-    names = list(getattr(model, "feature_names", []))
-    low = {n.lower(): n for n in names}
-    missing = [w for w in wanted if w.lower() not in low]
-    if missing:
-        raise ValueError(f"{type(model).__name__} has no features {missing}; it has {names}")
-    return [low[w.lower()] for w in wanted]
+PAPER_A_LAYERS = ("Conv1", "Layer0", "Layer1", "Layer2", "Layer3", "Layer4")  # `advnb.models`' ResNet-18 feature names
 
 
 def response_differences(feats: dict, feats_hat: dict) -> dict[str, dict[str, torch.Tensor]]:
@@ -71,39 +64,30 @@ def response_differences(feats: dict, feats_hat: dict) -> dict[str, dict[str, to
 
 @torch.no_grad()
 def local_response_differences(model: nn.Module, x: torch.Tensor, x_hat: torch.Tensor,
-                               names: Sequence[str] | None = None, batch_size: int = 128,
-                               extract: Callable | None = None) -> dict[str, dict[str, torch.Tensor]]:
+                               names: Sequence[str] = PAPER_A_LAYERS,
+                               batch_size: int = 128) -> dict[str, dict[str, torch.Tensor]]:
     """Per-image `max` and `total` absolute differences between the responses of `model` to `x` and to `x_hat` at the
-    layers `names` (default: Conv1, Layer0…Layer4). `extract(model, x, names) -> {name: tensor}` defaults to
-    `advnb.models.extract_features`. The model is put in eval mode for the pass and its mode restored."""
-    if extract is None:
-        from advnb.models import extract_features as extract
-    if names is None:
-        names = paper_a_layers(model)
+    layers `names` (default: Conv1, Layer0…Layer4; `advnb.models.extract_features` rejects names the model lacks).
+    The model runs in eval mode and every submodule gets its mode back afterwards."""
     if x.shape != x_hat.shape:
         raise ValueError(f"x and x_hat differ in shape: {tuple(x.shape)} vs {tuple(x_hat.shape)}")
+    names = list(names)
     dev = next(model.parameters()).device
-    was = model.training
-    model.eval()
     parts = []
-    try:
+    with eval_mode(model):
         for s in range(0, len(x), batch_size):
-            fa = extract(model, x[s:s + batch_size].to(dev), names)
-            fb = extract(model, x_hat[s:s + batch_size].to(dev), names)
+            fa = extract_features(model, x[s:s + batch_size].to(dev), names)
+            fb = extract_features(model, x_hat[s:s + batch_size].to(dev), names)
             parts.append(response_differences(fa, fb))
-    finally:
-        model.train(was)
     return {n: {k: torch.cat([p[n][k].cpu() for p in parts]) if parts else torch.zeros(0) for k in ("max", "total")}
             for n in names}
 
 
 def summarize(diffs: dict, mask: torch.Tensor | None = None) -> pd.DataFrame:
-    "Mean over the images (those where `mask` is True) of the per-image Max and Total: rows Max/Total, columns layers."
-    rows = {}
-    for stat in ("max", "total"):
-        rows[stat.capitalize()] = {n: (float(d[stat][mask].mean()) if mask is not None else float(d[stat].mean()))
-                                   if (mask is None or bool(mask.any())) else float("nan") for n, d in diffs.items()}
-    return pd.DataFrame(rows).T
+    "Mean over the images (those where `mask` is True; NaN if none is) of the per-image Max and Total: rows Max/Total, columns layers."
+    sel = slice(None) if mask is None else mask
+    return pd.DataFrame({s.capitalize(): {n: float(d[s][sel].mean()) for n, d in diffs.items()}
+                         for s in ("max", "total")}).T
 
 
 def side_by_side(left: pd.DataFrame, right: pd.DataFrame, labels: tuple[str, str],
