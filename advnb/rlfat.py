@@ -20,12 +20,13 @@ from .core import atomic_write_json, content_hash, get_settings, torch_generator
 from .train import TrainSpec, register_objective
 
 # %% auto #0
-__all__ = ['RBS_CUTS', 'RBS_SEED_OFFSET', 'SENSITIVITY_SHIFTS', 'PAPER_D_MODELS', 'PAPER_D_ABLATION', 'block_sizes',
-           'block_permutation_index', 'rbs_indices', 'apply_block_indices', 'rbs', 'trades_kl', 'rlft_loss',
-           'adversarial_examples', 'rlfat_loss', 'trades_objective', 'rbs_pgdat_objective', 'rbs_trades_objective',
-           'rlfat_p_objective', 'rlfat_t_objective', 'hsv_brightness', 'gamma_map', 'input_gradients',
-           'loss_sensitivity', 'sensitivity_row', 'smoothgrad', 'salience_image', 'steps_to_epochs', 'paper_d_specs',
-           'dataset_config', 'paper_d_setup', 'dataset_available', 'eval_set', 'evaluate_defense', 'cached_evaluation']
+__all__ = ['RBS_CUTS', 'RBS_SEED_OFFSET', 'SENSITIVITY_SHIFTS', 'PAPER_D_MODELS', 'PAPER_D_ABLATION', 'EVAL_VERSION',
+           'block_sizes', 'block_permutation_index', 'rbs_indices', 'apply_block_indices', 'rbs', 'trades_kl',
+           'rlft_loss', 'adversarial_examples', 'rlfat_loss', 'trades_objective', 'rbs_pgdat_objective',
+           'rbs_trades_objective', 'rlfat_p_objective', 'rlfat_t_objective', 'hsv_brightness', 'gamma_map',
+           'input_gradients', 'loss_sensitivity', 'sensitivity_row', 'smoothgrad', 'salience_image', 'steps_to_epochs',
+           'paper_d_specs', 'dataset_config', 'paper_d_setup', 'dataset_available', 'evaluate_defense',
+           'cached_evaluation']
 
 # %% ../nbs/d1_rlfat.ipynb #fe01350f
 RBS_CUTS = ("random", "even")
@@ -52,14 +53,19 @@ def block_permutation_index(sizes: list[int], order) -> torch.Tensor:
 
 
 def rbs_indices(n: int, height: int, width: int, k: int = 2, cuts: str = "random",
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    "Per-example row and column source indices `(n, height)`, `(n, width)` of RBS with `k` blocks."
+                generator: torch.Generator | None = None, return_sizes: bool = False):
+    """Per-example row and column source indices `(n, height)`, `(n, width)` of RBS with `k` blocks.
+
+    With `return_sizes`, also the per-example block sizes of the rows and of the columns (two lists of `n` lists)."""
     rows = torch.empty(n, height, dtype=torch.long)
     cols = torch.empty(n, width, dtype=torch.long)
+    row_sizes, col_sizes = [], []
     for i in range(n):
-        rows[i] = block_permutation_index(block_sizes(height, k, cuts, generator), torch.randperm(k, generator=generator))
-        cols[i] = block_permutation_index(block_sizes(width, k, cuts, generator), torch.randperm(k, generator=generator))
-    return rows, cols
+        row_sizes.append(block_sizes(height, k, cuts, generator))
+        rows[i] = block_permutation_index(row_sizes[-1], torch.randperm(k, generator=generator))
+        col_sizes.append(block_sizes(width, k, cuts, generator))
+        cols[i] = block_permutation_index(col_sizes[-1], torch.randperm(k, generator=generator))
+    return (rows, cols, row_sizes, col_sizes) if return_sizes else (rows, cols)
 
 
 def apply_block_indices(x: torch.Tensor, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> torch.Tensor:
@@ -79,9 +85,6 @@ def rbs(x: torch.Tensor, k: int = 2, seed: int | None = None, cuts: str = "rando
         raise ValueError(f"rbs expects a batch of images (N, C, H, W), got shape {tuple(x.shape)}")
     if generator is None:
         generator = torch_generator(0 if seed is None else seed)
-    if k == 1:
-        block_sizes(min(x.shape[2:]), 1, cuts)  # validates `cuts`
-        return x.clone()
     rows, cols = rbs_indices(x.shape[0], x.shape[2], x.shape[3], k, cuts, generator)
     return apply_block_indices(x, rows, cols)
 
@@ -188,35 +191,42 @@ def gamma_map(x: torch.Tensor, gamma: float) -> torch.Tensor:
 
 
 def input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    "Per-example ∇_x L(F; x, y) of the cross-entropy, the model in eval mode (mode restored)."
+    "Per-example ∇_x L(F; x, y) of the cross-entropy, the model in eval mode (mode restored); batches run on the model's device, the gradients come back on the CPU."
     from advnb.attacks import eval_mode
+    p = next(iter(model.parameters()), None)
+    dev = p.device if p is not None else torch.device("cpu")
     grads = []
     with eval_mode(model):
         for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size].detach().clone().requires_grad_(True)
-            loss = F.cross_entropy(model(xb), y[i:i + batch_size].to(xb.device), reduction="sum")
-            grads.append(torch.autograd.grad(loss, xb)[0].detach())
-    return torch.cat(grads)
+            xb = x[i:i + batch_size].detach().to(dev).clone().requires_grad_(True)
+            loss = F.cross_entropy(model(xb), y[i:i + batch_size].to(dev), reduction="sum")
+            grads.append(torch.autograd.grad(loss, xb)[0].detach().cpu())
+    return torch.cat(grads) if grads else torch.zeros(x.shape, dtype=x.dtype)
 
 
 def loss_sensitivity(model: nn.Module, x: torch.Tensor, y: torch.Tensor, transform: Callable | None = None,
-                     batch_size: int = 256) -> float:
-    "Eqs. 11–12: mean over examples of ‖∇_x L(F; T(x), y)‖₂ (T = `transform`, identity when None)."
+                     batch_size: int = 256, per_example: bool = False) -> float | torch.Tensor:
+    """Eqs. 11–12: mean over examples of ‖∇_x L(F; T(x), y)‖₂ (T = `transform`, identity when None).
+
+    With `per_example`, the `(n,)` tensor of the per-example norms ‖∇_x L(F; T(x_i), y_i)‖₂ (on the CPU) instead."""
     xt = x if transform is None else transform(x)
-    return float(input_gradients(model, xt, y, batch_size).flatten(1).norm(dim=1).mean())
+    norms = input_gradients(model, xt, y, batch_size).flatten(1).norm(dim=1)
+    return norms if per_example else float(norms.mean())
 
 
 SENSITIVITY_SHIFTS = {"brightness": (-0.15, 0.15), "gamma": (0.8, 1.2)}
 
 
-def sensitivity_row(model: nn.Module, x: torch.Tensor, y: torch.Tensor, shifts: dict | None = None) -> dict:
-    "ℓ_F at every brightness α and gamma γ of `shifts` (default: the paper's ±0.15 and 0.8/1.2)."
+def sensitivity_row(model: nn.Module, x: torch.Tensor, y: torch.Tensor, shifts: dict | None = None,
+                    per_example: bool = False) -> dict:
+    "ℓ_F at every brightness α and gamma γ of `shifts` (default: the paper's ±0.15 and 0.8/1.2); per-example norms with `per_example`."
     shifts = shifts or SENSITIVITY_SHIFTS
     out = {}
     for a in shifts.get("brightness", ()):
-        out[f"brightness {a:+g}"] = loss_sensitivity(model, x, y, lambda t, a=a: hsv_brightness(t, a))
+        out[f"brightness {a:+g}"] = loss_sensitivity(model, x, y, lambda t, a=a: hsv_brightness(t, a),
+                                                     per_example=per_example)
     for g in shifts.get("gamma", ()):
-        out[f"gamma {g:g}"] = loss_sensitivity(model, x, y, lambda t, g=g: gamma_map(t, g))
+        out[f"gamma {g:g}"] = loss_sensitivity(model, x, y, lambda t, g=g: gamma_map(t, g), per_example=per_example)
     return out
 
 # %% ../nbs/d1_rlfat.ipynb #886f7b93
@@ -286,17 +296,10 @@ def dataset_config(dataset: str, base: dict, overrides: dict | None = None) -> d
     return cfg
 
 
-_SPEC_ARGS = ("arch", "arch_kwargs", "n_per_class", "epochs", "batch_size", "lr", "eps", "alpha", "steps", "k", "cuts",
-              "lam", "eta_p", "eta_t", "augment", "weight_decay", "seed", "eval_n_per_class")
-
-
 def paper_d_setup(dataset: str, settings: dict, overrides: dict | None = None) -> tuple[dict, dict[str, TrainSpec]]:
     "`(cfg, specs)` for `dataset`: the settings with its overrides, and the six TrainSpecs built from them."
     cfg = dataset_config(dataset, settings, overrides)
-    unknown = set(cfg) - set(_SPEC_ARGS)
-    if unknown:
-        raise ValueError(f"unknown paper D settings {sorted(unknown)}; known: {list(_SPEC_ARGS)}")
-    return cfg, paper_d_specs(dataset, **cfg)
+    return cfg, paper_d_specs(dataset, **cfg)  # an unknown setting is a TypeError of paper_d_specs
 
 
 def dataset_available(dataset: str) -> bool:
@@ -310,51 +313,41 @@ def dataset_available(dataset: str) -> bool:
         return False
 
 
-def eval_set(dataset: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    "`n` test images of `dataset`: a seeded class-balanced pick, classes interleaved (so any prefix is balanced too)."
-    from advnb.data import load_dataset, take
-    return take(load_dataset(dataset, "test"), n, seed=seed)
 
 # %% ../nbs/d1_rlfat.ipynb #aab6432c
-def _accuracy(model, x, y, batch_size=256) -> float:
-    from advnb.attacks import eval_mode
-    with eval_mode(model), torch.no_grad():
-        pred = torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
-    return float((pred == y.to(pred.device)).float().mean())
-
-
-def _attacked(attack, model, x, y, batch_size, seed):
-    return torch.cat([attack(model, x[i:i + batch_size], y[i:i + batch_size], seed + i)
-                      for i in range(0, len(x), batch_size)])
+EVAL_VERSION = 2  # part of `cached_evaluation`'s key: bump it whenever `evaluate_defense` changes what it computes
 
 
 def evaluate_defense(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 0.03, alpha: float = 0.0075,
                      steps: int = 10, cw_kappa: float = 50.0, nattack_n: int = 1500, nattack_iters: int = 200,
                      nattack_samples: int = 300, nattack_sigma: float = 0.1, nattack_lr: float = 0.008,
                      batch_size: int = 256, seed: int = 0) -> dict:
-    "Table 1's row for one model: clean accuracy and accuracy under PGD, CW (PGD on the CW-κ loss) and NAttack."
-    from advnb.attacks import nattack, pgd
-    x, y = x.to(next(model.parameters()).device), y.to(next(model.parameters()).device)
-    pgd_ce = lambda m, a, b, s: pgd(m, a, b, eps=eps, alpha=alpha, steps=steps, loss="ce", seed=s)
-    pgd_cw = lambda m, a, b, s: pgd(m, a, b, eps=eps, alpha=alpha, steps=steps, loss="cw", kappa=cw_kappa, seed=s)
-    nat = lambda m, a, b, s: nattack(m, a, b, eps=eps, sigma=nattack_sigma, lr=nattack_lr, samples=nattack_samples,
-                                     iters=nattack_iters, seed=s)
-    row = {"clean": _accuracy(model, x, y, batch_size),
-           "PGD": _accuracy(model, _attacked(pgd_ce, model, x, y, batch_size, seed), y, batch_size),
-           "CW": _accuracy(model, _attacked(pgd_cw, model, x, y, batch_size, seed), y, batch_size)}
+    """Table 1's row for one model: clean accuracy and accuracy under PGD, CW (PGD on the CW-κ loss) on all of `x`,
+    and NAttack on its first `nattack_n` images, with the clean accuracy on those images ("clean (NAttack images)")."""
+    from advnb.attacks import accuracy, attack_batches, nattack, pgd
+    pgd_ce = lambda m, a, b, seed: pgd(m, a, b, eps=eps, alpha=alpha, steps=steps, loss="ce", seed=seed)
+    pgd_cw = lambda m, a, b, seed: pgd(m, a, b, eps=eps, alpha=alpha, steps=steps, loss="cw", kappa=cw_kappa, seed=seed)
+    nat = lambda m, a, b, seed: nattack(m, a, b, eps=eps, sigma=nattack_sigma, lr=nattack_lr, samples=nattack_samples,
+                                        iters=nattack_iters, seed=seed)
+    row = {"clean": accuracy(model, x, y, batch_size),
+           "PGD": accuracy(model, attack_batches(pgd_ce, model, x, y, batch_size, seed), y, batch_size),
+           "CW": accuracy(model, attack_batches(pgd_cw, model, x, y, batch_size, seed), y, batch_size)}
     xn, yn = x[:nattack_n], y[:nattack_n]
-    row["NAttack"] = _accuracy(model, _attacked(nat, model, xn, yn, batch_size, seed), yn, batch_size) if len(xn) else float("nan")
+    row["clean (NAttack images)"] = accuracy(model, xn, yn, batch_size)
+    row["NAttack"] = accuracy(model, attack_batches(nat, model, xn, yn, batch_size, seed), yn, batch_size)
     row["n"], row["nattack_n"] = len(x), len(xn)
     return row
 
 
 def cached_evaluation(spec: TrainSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, test_id: dict,
                       cache_dir: Path | str | None = None, **attack_kwargs) -> dict:
-    "`evaluate_defense` of the zoo model of `spec`, cached under `<cache>/paper_d_eval/` by spec, test set and settings."
-    key = content_hash({"spec": spec.key, "test": test_id, "attack": attack_kwargs, "n": len(x)})
+    "`evaluate_defense` of the zoo model of `spec`, cached under `<cache>/paper_d_eval/` by spec, test set, settings and `EVAL_VERSION`."
+    key = content_hash({"spec": spec.key, "test": test_id, "attack": attack_kwargs, "n": len(x),
+                        "eval_version": EVAL_VERSION})
     path = Path(cache_dir if cache_dir is not None else get_settings().cache_dir) / "paper_d_eval" / f"{spec.name}-{key}.json"
     if path.exists():
         return json.loads(path.read_text())
     row = evaluate_defense(model, x, y, **attack_kwargs)
     atomic_write_json(path, row)
     return row
+

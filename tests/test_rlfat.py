@@ -78,8 +78,12 @@ def test_rbs_is_a_pixel_permutation(cuts, shape, k):
 
 @pytest.mark.parametrize("cuts", ["even", "random"])
 def test_rbs_k1_is_identity(cuts):
-    x = torch.rand(4, 3, 8, 8)
+    x = torch.rand(4, 3, 8, 5)
     assert torch.equal(R.rbs(x, k=1, seed=5, cuts=cuts), x)
+    rows, cols = R.rbs_indices(4, 8, 5, 1, cuts, torch_generator(5))  # the general code path, no shortcut
+    assert torch.equal(rows, torch.arange(8).expand(4, 8)) and torch.equal(cols, torch.arange(5).expand(4, 5))
+    with pytest.raises(ValueError):
+        R.rbs(x, k=1, cuts="nope")
 
 
 @pytest.mark.parametrize("cuts", ["even", "random"])
@@ -95,12 +99,17 @@ def test_rbs_respects_block_boundaries(cuts, h, w, k):
         for idx, length in ((rows, h), (cols, w)):
             blocks = runs(idx)
             assert len(blocks) <= k  # at most k contiguous runs of source rows (adjacent blocks may merge)
-            starts = sorted(b[0] for b in blocks)
-            assert starts[0] == 0
-            if cuts == "even":  # every run is a union of consecutive even blocks
-                sizes = R.block_sizes(length, k, "even")
-                bounds = set(torch.tensor([0, *sizes]).cumsum(0).tolist())
-                assert all(b[0] in bounds and b[-1] + 1 in bounds for b in blocks)
+            assert sorted(v for b in blocks for v in b) == list(range(length))  # the runs tile the side
+    # every run boundary is a cut point of that example's blocks (the sizes drawn from the same generator as rbs's)
+    rows_i, cols_i, row_sizes, col_sizes = R.rbs_indices(n, h, w, k, cuts, torch_generator(2), return_sizes=True)
+    assert torch.equal(out, R.apply_block_indices(coord_image(n, h, w), rows_i, cols_i))
+    for i in range(n):
+        for idx, sizes, length in ((out[i, 0, :, 0].long(), row_sizes[i], h), (out[i, 1, 0, :].long(), col_sizes[i], w)):
+            assert len(sizes) == k and sum(sizes) == length and min(sizes) >= 1
+            if cuts == "even":
+                assert sizes == R.block_sizes(length, k, "even")
+            cut_points = set(torch.tensor([0, *sizes]).cumsum(0).tolist())
+            assert all(b[0] in cut_points and b[-1] + 1 in cut_points for b in runs(idx)), (i, sizes, idx.tolist())
 
 
 def test_rbs_even_index_maps_are_block_orders():
@@ -322,6 +331,30 @@ def test_loss_sensitivity_matches_finite_differences(c, transform):
     expected = sum(norms) / 3
     got = R.loss_sensitivity(m, x, y, transform, batch_size=2)
     assert got == pytest.approx(expected, rel=1e-6)
+    per = R.loss_sensitivity(m, x, y, transform, batch_size=2, per_example=True)
+    assert per.shape == (3,) and per.tolist() == pytest.approx(norms, rel=1e-6)
+
+
+def test_input_gradients_returns_cpu_gradients_equal_to_autograd():
+    m = TinyConv(3)
+    x = torch.rand(5, 3, 4, 4, dtype=torch.float64, generator=torch_generator(3))
+    y = torch.tensor([0, 1, 2, 3, 4])
+    got = R.input_gradients(m, x, y, batch_size=2)
+    xr = x.clone().requires_grad_(True)
+    ref, = torch.autograd.grad(F.cross_entropy(m(xr), y, reduction="sum"), xr)
+    assert got.device.type == "cpu" and torch.allclose(got, ref, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_input_gradients_move_cpu_batches_to_the_models_device():
+    m = TinyConv(3)
+    x = torch.rand(5, 3, 4, 4, dtype=torch.float64, generator=torch_generator(3))
+    y = torch.tensor([0, 1, 2, 3, 4])
+    ref = R.input_gradients(m, x, y, batch_size=2)
+    got = R.input_gradients(m.cuda(), x, y, batch_size=2)  # inputs stay on the CPU
+    assert got.device.type == "cpu" and torch.allclose(got, ref, rtol=1e-9, atol=1e-12)
+    per = R.sensitivity_row(m, x, y, per_example=True)
+    assert all(v.device.type == "cpu" and v.shape == (5,) for v in per.values())
 
 
 def test_sensitivity_row_has_the_papers_four_settings():
@@ -330,6 +363,8 @@ def test_sensitivity_row_has_the_papers_four_settings():
     row = R.sensitivity_row(m, x, y)
     assert list(row) == ["brightness -0.15", "brightness +0.15", "gamma 0.8", "gamma 1.2"]
     assert row["gamma 0.8"] == pytest.approx(R.loss_sensitivity(m, x ** 0.8, y))
+    per = R.sensitivity_row(m, x, y, per_example=True)
+    assert list(per) == list(row) and all(float(per[s].mean()) == pytest.approx(row[s]) for s in row)
 
 
 # ---------------------------------------------------------------- SmoothGrad
@@ -364,7 +399,17 @@ def test_paper_d_specs_share_everything_but_the_objective():
     for s in specs.values():
         assert (s.optimizer, s.lr, s.batch_size, s.schedule) == ("adam", 1e-3, 32, "constant")
         get_objective(s.objective)  # every objective is registered
-    assert R.paper_d_specs("synthetic-cifar10")["PGDAT"] == R.paper_d_specs("synthetic-cifar10")["PGDAT"]
+    # apart from the objective and its kwargs, the six specs are identical
+    import dataclasses
+    rest = [{f.name: getattr(s, f.name) for f in dataclasses.fields(s) if f.name not in ("objective", "objective_kwargs")}
+            for s in specs.values()]
+    assert all(r == rest[0] for r in rest[1:])
+    assert rest[0]["arch_kwargs"] == {"depth": 10, "widen_factor": 1} and rest[0]["epochs"] == 1
+    # the attack settings are shared too
+    assert {tuple(sorted((k, s.objective_kwargs[k]) for k in ("eps", "alpha", "steps"))) for s in specs.values()} == {
+        (("alpha", 0.0075), ("eps", 0.03), ("steps", 2))}
+    with pytest.raises(TypeError):
+        R.paper_d_setup("synthetic-cifar10", {"epochs": 1, "no_such_setting": 3})
 
 
 def test_steps_to_epochs():
@@ -380,3 +425,30 @@ def test_rlfat_trains_through_the_foundation_loop(tmp_path, isolated_settings):
     for name in ("RLFAT-P", "RLFAT-T"):
         _, hist = train(specs[name], tmp_path / name, device="cpu", show_progress=False)
         assert len(hist) == 1 and math.isfinite(hist[0]["train_loss"])
+
+
+# ---------------------------------------------------------------- evaluation
+def test_evaluate_defense_reports_clean_accuracy_on_the_nattack_images(tmp_path):
+    from advnb.attacks import accuracy
+    m = TinyConv(3).float()
+    x = torch.rand(12, 3, 4, 4, generator=torch_generator(0))
+    y = torch.randint(0, 5, (12,), generator=torch_generator(1))
+    kw = dict(eps=0.03, alpha=0.01, steps=1, nattack_n=5, nattack_iters=1, nattack_samples=4, batch_size=4)
+    row = R.evaluate_defense(m, x, y, **kw)
+    assert row["n"] == 12 and row["nattack_n"] == 5
+    assert row["clean"] == pytest.approx(accuracy(m, x, y))
+    assert row["clean (NAttack images)"] == pytest.approx(accuracy(m, x[:5], y[:5]))
+    spec = R.paper_d_specs("synthetic-cifar10", epochs=1)["PGDAT"]
+    a = R.cached_evaluation(spec, m, x, y, {"t": 1}, cache_dir=tmp_path, **kw)
+    assert a == row and len(list((tmp_path / "paper_d_eval").iterdir())) == 1
+
+
+def test_cached_evaluation_key_includes_eval_version(tmp_path, monkeypatch):
+    m = TinyConv(3).float()
+    x, y = torch.rand(4, 3, 4, 4, generator=torch_generator(0)), torch.tensor([0, 1, 2, 3])
+    kw = dict(eps=0.03, alpha=0.01, steps=1, nattack_n=2, nattack_iters=1, nattack_samples=4)
+    spec = R.paper_d_specs("synthetic-cifar10", epochs=1)["PGDAT"]
+    R.cached_evaluation(spec, m, x, y, {"t": 1}, cache_dir=tmp_path, **kw)
+    monkeypatch.setattr(R, "EVAL_VERSION", R.EVAL_VERSION + 1)
+    R.cached_evaluation(spec, m, x, y, {"t": 1}, cache_dir=tmp_path, **kw)
+    assert len(list((tmp_path / "paper_d_eval").iterdir())) == 2  # a new version does not reuse the old row
