@@ -8,7 +8,7 @@ JOBS   ?= 1
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.advnb-installed
 
-.PHONY: install test run smoke export clean-nbs sync-check bench peers
+.PHONY: install test lint run smoke export clean-nbs sync-check bench peers mutate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## the test suite: notebooks and package in sync, notebooks clean, unit tests, every notebook at smoke scale
+## the test suite: notebooks and package in sync, notebooks clean, lint, unit tests, every notebook at smoke scale
 test: install
 	$(BIN)/python tools/check_sync.py
+	$(BIN)/ruff check --no-cache nbs advnb tests tools
 	$(BIN)/python -m pytest
 
 ## the main job: every notebook through papermill at $(SCALE), rendered to reports/$(SCALE)/
@@ -36,6 +37,9 @@ export: install
 	$(BIN)/nbdev-export
 	$(BIN)/nbdev-clean
 
+lint: install
+	$(BIN)/ruff check --no-cache nbs advnb tests tools
+
 sync-check: install
 	$(BIN)/python tools/check_sync.py
 
@@ -48,3 +52,7 @@ peers: install
 
 bench: install
 	$(BIN)/python tools/bench_attacks.py
+
+## plant hand-written one-line bugs one at a time and print the kill rate per module (minutes; not part of `make test`)
+mutate: install
+	$(BIN)/python tools/mutate.py

@@ -337,7 +337,8 @@ class VGG(FeatureMixin, nn.Module):
     "CIFAR VGG with BatchNorm; `cfg` lists channel multiples of `width` per block."
     feature_layers = OrderedDict([(f"block{i}", f"block{i}") for i in range(1, 6)] + [("penultimate", "flatten"), ("logits", "fc")])
 
-    def __init__(self, num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, width=64, cfg=((1, 1), (2, 2), (4, 4, 4, 4), (8, 8, 8, 8), (8, 8, 8, 8))):
+    def __init__(self, num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, width=64,
+                 cfg=((1, 1), (2, 2), (4, 4, 4, 4), (8, 8, 8, 8), (8, 8, 8, 8))):
         super().__init__()
         c = _check_shape(in_shape)[0]
         w = _positive_int("width", width)

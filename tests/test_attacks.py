@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advnb.attacks import (AttackInputError, adef, attack_success, cw_l2, deepfool, eval_mode, fgsm, nattack,
-                           perturbation_norm, pgd, pgd_minimal, robust_accuracy, salt_and_pepper)
+from advnb.attacks import (ATTACKS, Attack, AttackInputError, adef, attack_batches, attack_success, cw_l2, deepfool,
+                           eval_mode, evaluate, fgsm, nattack, perturbation_norm, pgd, pgd_minimal, salt_and_pepper)
 from advnb.core import torch_generator
 from attack_fixtures import small_cnn, stripes, train
 
@@ -305,23 +305,80 @@ def test_nattack_is_query_only(trained):
         fn(NoGrad(model), x[:8], y[:8])
 
 
-def test_robust_accuracy_bookkeeping(trained):
+def test_evaluate_bookkeeping(trained):
     model, x, y = trained
-    loader = [(x[:40], y[:40]), (x[40:], y[40:])]
-    r = robust_accuracy(model, loader, P(pgd, eps=0.08, alpha=0.02, steps=5), eps=0.08, norm="linf")
+    atk = Attack("pgd", norm="linf", eps=0.08, alpha=0.02, steps=5)
+    ev = evaluate(model, x, y, {"pgd": atk}, batch_size=40)
+    r = ev.attacks["pgd"]
     with torch.no_grad():
         clean = (model(x).argmax(1) == y)
-    assert r.n == 64 and r.clean_accuracy == pytest.approx(clean.float().mean().item())
-    assert torch.equal(r.clean_correct, clean)
-    assert torch.equal(r.success, r.clean_correct & ~r.robust_correct)
-    assert r.robust_accuracy == pytest.approx(r.robust_correct.float().mean().item()) and r.robust_accuracy < r.clean_accuracy
-    # the per-batch seed: same as calling pgd with seed = batch index
-    xa = pgd(model, x[40:], y[40:], 0.08, 0.02, 5, seed=1)
-    with torch.no_grad():
-        assert torch.equal(r.robust_correct[40:], clean[40:] & (model(xa).argmax(1) == y[40:]))
+    assert ev.n == 64 and ev.clean_accuracy == pytest.approx(clean.float().mean().item())
+    assert torch.equal(ev.clean_correct, clean)
+    assert torch.equal(r.success, ev.clean_correct & ~r.robust_correct)
+    assert ev.robust_accuracy("pgd") == pytest.approx(r.robust_correct.float().mean().item())
+    assert ev.robust_accuracy("pgd") < ev.clean_accuracy
+    # paper E's variant: among the clean-correct only (relabel 16 images so that some are wrong when clean)
+    y_bad = y.clone(); y_bad[:16] = (y_bad[:16] + 1) % 4
+    evb = evaluate(model, x, y_bad, {"pgd": atk}, batch_size=40)
+    rc, cc = evb.attacks["pgd"].robust_correct, evb.clean_correct
+    assert cc.float().mean() < 0.8 and evb.robust_accuracy("pgd", clean_first=True) == pytest.approx(rc.sum().item() / cc.sum().item())
+    assert evb.robust_accuracy("pgd") == pytest.approx(rc.float().mean().item())
+    # the per-batch seed: batch i is attacked with seed + i (here seed 5, batch 1)
+    ev5 = evaluate(model, x, y, {"pgd": atk}, batch_size=40, seed=5, keep_adversarial=True)
+    assert torch.equal(ev5.attacks["pgd"].x_adv[40:], pgd(model, x[40:], y[40:], 0.08, 0.02, 5, seed=6))
+    assert torch.equal(ev5.attacks["pgd"].x_adv[:40], pgd(model, x[:40], y[:40], 0.08, 0.02, 5, seed=5))
     # at a budget smaller than every perturbation nothing counts as a success
-    r0 = robust_accuracy(model, loader, P(pgd, eps=0.08, alpha=0.02, steps=5), eps=0.01, norm="linf")
-    assert r0.robust_accuracy == r0.clean_accuracy and not r0.success.any()
+    ev0 = evaluate(model, x, y, {"deepfool": Attack("deepfool", norm="linf", eps=1e-4, num_classes=4)})
+    assert ev0.robust_accuracy("deepfool") == ev0.clean_accuracy and not ev0.attacks["deepfool"].success.any()
+
+
+def test_every_attack_accepts_a_seed(trained):
+    model, x, y = trained
+    hp = {"fgsm": dict(eps=0.05), "pgd": dict(eps=0.05, alpha=0.02, steps=2), "cw_l2": dict(steps=2, binary_search_steps=1),
+          "deepfool": dict(steps=2, num_classes=4), "adef": dict(steps=2), "salt_and_pepper": dict(steps=5),
+          "nattack": dict(eps=0.05, samples=4, iters=1)}
+    assert set(hp) == set(ATTACKS)
+    for name, (fn, _) in ATTACKS.items():
+        out = fn(model, x[:4], y[:4], seed=3, **hp[name])
+        assert out.shape == x[:4].shape, name
+
+
+def test_attack_values_validate_their_threat_model():
+    with pytest.raises(AttackInputError, match="fgsm is an linf attack"):
+        Attack("fgsm", norm="l2", eps=0.1)
+    with pytest.raises(AttackInputError, match="give eps"):
+        Attack("pgd", alpha=0.01, steps=2)
+    with pytest.raises(AttackInputError, match="takes no \\['step'\\]"):
+        Attack("pgd", eps=0.1, alpha=0.01, step=2)
+    with pytest.raises(AttackInputError, match="no attack 'pgd2'"):
+        Attack("pgd2")
+    a = Attack("deepfool", eps=0.5)
+    assert a.norm == "l2" and a.to_dict() == {"name": "deepfool", "norm": "l2", "eps": 0.5}
+
+
+def test_one_evaluation_whichever_entry_point(trained):
+    "evaluate, attack_batches + the success rule, and paper D's evaluate_defense agree exactly."
+    from advnb.rlfat import evaluate_defense
+    model, x, y = trained
+    atk = Attack("pgd", eps=0.05, alpha=0.01, steps=3)
+    ev = evaluate(model, x, y, {"PGD": atk}, batch_size=32, seed=4)
+    xa = attack_batches(atk, model, x, y, batch_size=32, seed=4)
+    with torch.no_grad():
+        ok = (model(x).argmax(1) == y) & (model(xa).argmax(1) == y)
+    assert ev.robust_accuracy("PGD") == ok.float().mean().item()
+    row = evaluate_defense(model, x, y, eps=0.05, alpha=0.01, steps=3, nattack_n=4, nattack_iters=1,
+                           nattack_samples=4, batch_size=32, seed=4)
+    assert row["PGD"] == ev.robust_accuracy("PGD") and row["clean"] == ev.clean_accuracy
+
+
+def test_pgd_linf_random_start_is_uniform_in_the_ball():
+    "With zero steps PGD returns its random start: inside the open ball almost everywhere, mean |delta| = eps/2."
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
+    x = torch.full((64, 3, 8, 8), 0.5)  # far from the [0, 1] box, so no clamping
+    eps = 0.1
+    d = (pgd(model, x, torch.zeros(64, dtype=torch.long), eps=eps, alpha=0.01, steps=0, seed=0) - x).abs()
+    assert (d < eps * 0.999).float().mean() > 0.99        # a 2-eps box clamped back would pile up at eps
+    assert d.mean().item() == pytest.approx(eps / 2, rel=0.03)
 
 
 def test_eval_mode_restores_each_submodule():
@@ -329,7 +386,6 @@ def test_eval_mode_restores_each_submodule():
     m.train(); m[1].eval()
     with eval_mode(m):
         assert not any(s.training for s in m.modules())
-        raise_inside = False
     assert m.training and not m[1].training and m[2].training
     with pytest.raises(RuntimeError):
         with eval_mode(m):
@@ -445,11 +501,7 @@ def test_nattack_checks_the_last_update_and_needs_sigma(trained):
         nattack(model, x, y, eps=0.1, sigma=0.0)
 
 
-def test_robust_accuracy_labels_a_partial_by_its_function(trained, monkeypatch):
-    import advnb.attacks as A
+def test_evaluate_rejects_an_attack_that_changes_the_shape(trained):
     model, x, y = trained
-    seen = []
-    monkeypatch.setattr(A, "progress", lambda it, desc=None, **kw: (seen.append(desc), it)[1])
-    robust_accuracy(model, [(x[:8], y[:8])], P(fgsm, eps=0.01))
-    robust_accuracy(model, [(x[:8], y[:8])], lambda m, a, b: a)
-    assert seen == ["fgsm", "<lambda>"]
+    with pytest.raises(AttackInputError, match="returned shape"):
+        evaluate(model, x[:8], y[:8], {"bad": lambda m, a, b, seed=0: a[:, :1]})

@@ -1,4 +1,3 @@
-import json
 import os
 from pathlib import Path
 
@@ -122,3 +121,41 @@ def test_save_figure_and_table_use_paper_numbers(tmp_path):
 def test_start_run_rejects_unknown_scale(tmp_path):
     with pytest.raises(SettingsError, match="not one of"):
         core.start_run("t", scale="medium", reports_dir=tmp_path)
+
+
+def test_atomic_writes_respect_the_umask(tmp_path):
+    "mkstemp makes 0600 files; an atomically written file must get the mode open() would give it."
+    old = os.umask(0o022)
+    try:
+        core.atomic_write_text(tmp_path / "a.txt", "x")
+        assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+        os.umask(0o002)
+        core.atomic_write_json(tmp_path / "b.json", {"a": 1})
+        assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o664
+    finally:
+        os.umask(old)
+
+
+def test_code_fingerprint_follows_calls_and_imports_inside_functions():
+    ns = {"__name__": "__main__"}
+    exec("def helper(x): return x + 1\ndef f(x): return helper(x)\ndef unrelated(x): return x", ns)
+    before = core.code_fingerprint(ns["f"])
+    exec("def unrelated(x): return -x", ns)
+    assert core.code_fingerprint(ns["f"]) == before
+    exec("def helper(x): return x + 2", ns)
+    assert core.code_fingerprint(ns["f"]) != before
+    # a function-level `from advnb.attacks import pgd` is followed; library code (torch) is not
+    from advnb.train import pgd_at_objective
+    from advnb import attacks
+    seen = {f"{o.__module__}.{o.__qualname__}" for o in core._referenced(pgd_at_objective)}
+    assert "advnb.attacks.pgd" in seen and not any(s.startswith("torch") for s in seen)
+    assert not core._is_project_code(torch.nn.Linear) and core._is_project_code(attacks.pgd)
+
+
+def test_package_docstring_and_llms_txt_name_every_module():
+    import advnb
+    root = Path(advnb.__file__).parent
+    modules = sorted(p.stem for p in root.glob("*.py") if not p.name.startswith("_"))
+    llms = (root.parent / "nbs" / "llms.txt").read_text()
+    missing = [m for m in modules if f"`advnb.{m}`" not in advnb.__doc__ or f"`advnb.{m}`" not in llms]
+    assert not missing, f"not named in advnb/__init__.py or nbs/llms.txt: {missing} (a module summary needs 4+ lines)"

@@ -443,12 +443,19 @@ def test_evaluate_defense_reports_clean_accuracy_on_the_nattack_images(tmp_path)
     assert a == row and len(list((tmp_path / "paper_d_eval").iterdir())) == 1
 
 
-def test_cached_evaluation_key_includes_eval_version(tmp_path, monkeypatch):
+def test_cached_evaluation_key_follows_the_evaluation_code(tmp_path, monkeypatch):
+    import advnb.attacks as A
     m = TinyConv(3).float()
     x, y = torch.rand(4, 3, 4, 4, generator=torch_generator(0)), torch.tensor([0, 1, 2, 3])
     kw = dict(eps=0.03, alpha=0.01, steps=1, nattack_n=2, nattack_iters=1, nattack_samples=4)
     spec = R.paper_d_specs("synthetic-cifar10", epochs=1)["PGDAT"]
     R.cached_evaluation(spec, m, x, y, {"t": 1}, cache_dir=tmp_path, **kw)
-    monkeypatch.setattr(R, "EVAL_VERSION", R.EVAL_VERSION + 1)
     R.cached_evaluation(spec, m, x, y, {"t": 1}, cache_dir=tmp_path, **kw)
-    assert len(list((tmp_path / "paper_d_eval").iterdir())) == 2  # a new version does not reuse the old row
+    assert len(list((tmp_path / "paper_d_eval").iterdir())) == 1  # the same code reuses the row
+    original = A.pgd
+
+    def edited_pgd(model, x, y, **kw):  # "editing pgd": the same behaviour, another source
+        return original(model, x, y, **kw)
+    monkeypatch.setattr(A, "pgd", edited_pgd)
+    R.cached_evaluation(spec, m, x, y, {"t": 1}, cache_dir=tmp_path, **kw)
+    assert len(list((tmp_path / "paper_d_eval").iterdir())) == 2  # edited attack code: a new row, not the old one

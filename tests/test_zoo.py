@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from advnb import checkpoints as C
 from advnb import train as T
 from advnb import zoo
 from advnb.train import TrainSpec
@@ -25,7 +26,7 @@ def test_get_trains_once_then_loads(isolated_settings, monkeypatch):
 
 def test_corrupted_cache_is_retrained_not_loaded(isolated_settings):
     m1 = zoo.get(SPEC, show_progress=False)
-    final = T.checkpoint_path(zoo.spec_dir(SPEC), 2)
+    final = C.checkpoint_path(zoo.spec_dir(SPEC), 2)
     data = bytearray(final.read_bytes())
     data[len(data) // 2] ^= 0xFF
     final.write_bytes(bytes(data))
@@ -38,7 +39,7 @@ def test_corrupted_cache_is_retrained_not_loaded(isolated_settings):
         zoo.train = orig
     assert calls == [1]
     assert same(m1, m2)  # deterministic training reproduces the lost weights
-    T.load_model_state(T.build_from_spec(SPEC), final)  # and the file on disk is sound again
+    C.load_model_state(T.build_from_spec(SPEC), final)  # and the file on disk is sound again
 
 
 def test_interrupted_training_resumes(isolated_settings):

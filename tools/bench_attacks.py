@@ -127,7 +127,8 @@ def main(argv=None):
               flush=True)
 
     cols = list(rows[0])
-    print(f"\nPGD-Linf, k = {k} steps, batch {args.batch}, 3×32×32, eps 8/255, alpha 2/255; {args.stat} {args.clock}-clock time of {args.repeats}; "
+    print(f"\nPGD-Linf, k = {k} steps, batch {args.batch}, 3×32×32, eps 8/255, alpha 2/255; "
+          f"{args.stat} {args.clock}-clock time of {args.repeats}; "
           f"{datetime.date.today()}, {platform.processor() or platform.machine()}, {args.threads} threads, "
           f"torch {torch.__version__}\n")
     print("| " + " | ".join(cols) + " |")

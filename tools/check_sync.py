@@ -4,7 +4,8 @@ The notebooks in nbs/ are the source of truth. This script exports and cleans th
 file hashes before and after; any difference means a notebook was edited without exporting (or a module was
 edited by hand), and is listed so that `git diff` shows it.
 """
-import hashlib, sys
+import hashlib
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
