@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from advnb.attacks import (ATTACKS, Attack, AttackInputError, adef, attack_batches, attack_success, cw_l2, deepfool,
-                           eval_mode, evaluate, fgsm, nattack, perturbation_norm, pgd, pgd_minimal, salt_and_pepper)
+                           eval_mode, evaluate, fgsm, nattack, perturbation_norm, pgd, pgd_minimal, robust_accuracy_of,
+                           salt_and_pepper)
 from advnb.core import torch_generator
 from attack_fixtures import small_cnn, stripes, train
 
@@ -358,7 +359,7 @@ def test_attack_values_validate_their_threat_model():
 
 def test_one_evaluation_whichever_entry_point(trained):
     "evaluate, attack_batches + the success rule, and paper D's evaluate_defense agree exactly."
-    from advnb.rlfat import evaluate_defense
+    from advnb.paper_d import evaluate_defense
     model, x, y = trained
     atk = Attack("pgd", eps=0.05, alpha=0.01, steps=3)
     ev = evaluate(model, x, y, {"PGD": atk}, batch_size=32, seed=4)
@@ -366,6 +367,9 @@ def test_one_evaluation_whichever_entry_point(trained):
     with torch.no_grad():
         ok = (model(x).argmax(1) == y) & (model(xa).argmax(1) == y)
     assert ev.robust_accuracy("PGD") == ok.float().mean().item()
+    assert robust_accuracy_of(model, x, xa, y, eps=0.05) == ev.robust_accuracy("PGD")
+    assert robust_accuracy_of(model, x, xa, y, clean_first=True) == ev.robust_accuracy("PGD", clean_first=True)
+    assert robust_accuracy_of(model, x, xa, y, eps=1e-3) == ev.clean_accuracy  # nothing within a tiny budget
     row = evaluate_defense(model, x, y, eps=0.05, alpha=0.01, steps=3, nattack_n=4, nattack_iters=1,
                            nattack_samples=4, batch_size=32, seed=4)
     assert row["PGD"] == ev.robust_accuracy("PGD") and row["clean"] == ev.clean_accuracy

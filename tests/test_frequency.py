@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from advnb.frequency import (FULL_SCALE, frequency_radius, high_frequency_energy_fraction, high_pass,
-                             log_amplitude_spectrum, low_pass, low_pass_mask, paper_a_specs, region_mean, scale_grid,
+                             log_amplitude_spectrum, low_pass, low_pass_mask, region_mean, scale_grid,
                              swap_high_frequency)
+from advnb.paper_a import paper_a_specs
 
 
 def sinusoid(n: int, ku: int, kv: int, channels: int = 1, mean: float = 0.5, amp: float = 0.25) -> torch.Tensor:

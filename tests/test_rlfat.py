@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from advnb import paper_d as P
 from advnb import rlfat as R
 from advnb.attacks import pgd
 from advnb.core import torch_generator
@@ -390,8 +391,8 @@ def test_smoothgrad_with_no_noise_is_the_gradient_and_noise_smooths():
 
 # ---------------------------------------------------------------- specs
 def test_paper_d_specs_share_everything_but_the_objective():
-    specs = R.paper_d_specs("synthetic-cifar10", arch_kwargs={"depth": 10, "widen_factor": 1}, epochs=1, steps=2)
-    assert set(specs) == {*R.PAPER_D_MODELS, "PGDAT+RLFL", "TRADES+RLFL"}
+    specs = P.paper_d_specs("synthetic-cifar10", arch_kwargs={"depth": 10, "widen_factor": 1}, epochs=1, steps=2)
+    assert set(specs) == {*P.PAPER_D_MODELS, "PGDAT+RLFL", "TRADES+RLFL"}
     assert {s.objective for s in specs.values()} == {"pgd_at", "trades", "rlfat_p", "rlfat_t", "rbs_pgdat", "rbs_trades"}
     assert len({s.key for s in specs.values()}) == 6
     assert specs["RLFAT-P"].objective_kwargs["eta"] == 0.5 and specs["RLFAT-T"].objective_kwargs["eta"] == 1.0
@@ -409,18 +410,18 @@ def test_paper_d_specs_share_everything_but_the_objective():
     assert {tuple(sorted((k, s.objective_kwargs[k]) for k in ("eps", "alpha", "steps"))) for s in specs.values()} == {
         (("alpha", 0.0075), ("eps", 0.03), ("steps", 2))}
     with pytest.raises(TypeError):
-        R.paper_d_setup("synthetic-cifar10", {"epochs": 1, "no_such_setting": 3})
+        P.paper_d_setup("synthetic-cifar10", {"epochs": 1, "no_such_setting": 3})
 
 
 def test_steps_to_epochs():
-    assert R.steps_to_epochs(79_800, 50_000, 32) == 51
-    assert R.steps_to_epochs(29_700, 5_000, 32) == 189
-    assert R.steps_to_epochs(10, 1_000_000, 32) == 1
+    assert P.steps_to_epochs(79_800, 50_000, 32) == 51
+    assert P.steps_to_epochs(29_700, 5_000, 32) == 189
+    assert P.steps_to_epochs(10, 1_000_000, 32) == 1
 
 
 def test_rlfat_trains_through_the_foundation_loop(tmp_path, isolated_settings):
     from advnb.train import train
-    specs = R.paper_d_specs("synthetic-cifar10", arch_kwargs={"depth": 10, "widen_factor": 1}, n_per_class=3,
+    specs = P.paper_d_specs("synthetic-cifar10", arch_kwargs={"depth": 10, "widen_factor": 1}, n_per_class=3,
                             epochs=1, batch_size=16, steps=1, eval_n_per_class=2)
     for name in ("RLFAT-P", "RLFAT-T"):
         _, hist = train(specs[name], tmp_path / name, device="cpu", show_progress=False)
@@ -434,12 +435,12 @@ def test_evaluate_defense_reports_clean_accuracy_on_the_nattack_images(tmp_path)
     x = torch.rand(12, 3, 4, 4, generator=torch_generator(0))
     y = torch.randint(0, 5, (12,), generator=torch_generator(1))
     kw = dict(eps=0.03, alpha=0.01, steps=1, nattack_n=5, nattack_iters=1, nattack_samples=4, batch_size=4)
-    row = R.evaluate_defense(m, x, y, **kw)
+    row = P.evaluate_defense(m, x, y, **kw)
     assert row["n"] == 12 and row["nattack_n"] == 5
     assert row["clean"] == pytest.approx(accuracy(m, x, y))
     assert row["clean (NAttack images)"] == pytest.approx(accuracy(m, x[:5], y[:5]))
-    spec = R.paper_d_specs("synthetic-cifar10", epochs=1)["PGDAT"]
-    a = R.cached_evaluation(spec, m, x, y, {"t": 1}, cache_dir=tmp_path, **kw)
+    spec = P.paper_d_specs("synthetic-cifar10", epochs=1)["PGDAT"]
+    a = P.cached_evaluation(spec, m, x, y, {"t": 1}, cache_dir=tmp_path, **kw)
     assert a == row and len(list((tmp_path / "paper_d_eval").iterdir())) == 1
 
 
@@ -448,14 +449,14 @@ def test_cached_evaluation_key_follows_the_evaluation_code(tmp_path, monkeypatch
     m = TinyConv(3).float()
     x, y = torch.rand(4, 3, 4, 4, generator=torch_generator(0)), torch.tensor([0, 1, 2, 3])
     kw = dict(eps=0.03, alpha=0.01, steps=1, nattack_n=2, nattack_iters=1, nattack_samples=4)
-    spec = R.paper_d_specs("synthetic-cifar10", epochs=1)["PGDAT"]
-    R.cached_evaluation(spec, m, x, y, {"t": 1}, cache_dir=tmp_path, **kw)
-    R.cached_evaluation(spec, m, x, y, {"t": 1}, cache_dir=tmp_path, **kw)
+    spec = P.paper_d_specs("synthetic-cifar10", epochs=1)["PGDAT"]
+    P.cached_evaluation(spec, m, x, y, {"t": 1}, cache_dir=tmp_path, **kw)
+    P.cached_evaluation(spec, m, x, y, {"t": 1}, cache_dir=tmp_path, **kw)
     assert len(list((tmp_path / "paper_d_eval").iterdir())) == 1  # the same code reuses the row
     original = A.pgd
 
     def edited_pgd(model, x, y, **kw):  # "editing pgd": the same behaviour, another source
         return original(model, x, y, **kw)
     monkeypatch.setattr(A, "pgd", edited_pgd)
-    R.cached_evaluation(spec, m, x, y, {"t": 1}, cache_dir=tmp_path, **kw)
+    P.cached_evaluation(spec, m, x, y, {"t": 1}, cache_dir=tmp_path, **kw)
     assert len(list((tmp_path / "paper_d_eval").iterdir())) == 2  # edited attack code: a new row, not the old one
