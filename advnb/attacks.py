@@ -62,6 +62,13 @@ def _check_eps(eps, name: str = "eps") -> float:
     return eps
 
 
+def _check_count(v, name: str, minimum: int = 1) -> int:
+    "An integer hyper-parameter (steps, classes) that must be at least `minimum`, as an int."
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < minimum:
+        raise AttackInputError(f"{name} must be an integer >= {minimum}, got {v!r}")
+    return int(v)
+
+
 def validate_inputs(model, x, y, eps=None, targeted: bool = False):
     "Check an attack's arguments; return `(x, y)` detached, `y` as int64 on `x`'s device."
     if not callable(model):
@@ -78,9 +85,13 @@ def validate_inputs(model, x, y, eps=None, targeted: bool = False):
                                f"{x.shape[0]}, y has shape {tuple(y.shape)}")
     if y.is_floating_point() or y.is_complex():
         raise AttackInputError(f"y must hold integer class indices, got dtype {y.dtype}")
+    p = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+    if p is not None and p.is_floating_point() and x.dtype != p.dtype:
+        raise AttackInputError(f"x is {x.dtype} but the model's parameters are {p.dtype}; pass x.to({p.dtype}) "
+                               f"(or convert the model with model.to({x.dtype}))")
     lo, hi = torch.aminmax(x.detach())
     if lo.item() < 0 or hi.item() > 1 or not math.isfinite(lo.item()) or not math.isfinite(hi.item()):
-        raise AttackInputError(f"x must be images in [0, 1], got values in [{lo.item():.4g}, {hi.item():.4g}]; "
+        raise AttackInputError(f"x must be images in [0, 1], got values in [{lo.item():.10g}, {hi.item():.10g}]; "
                                "pass unnormalised images and put the normalisation inside the model")
     if eps is not None:
         _check_eps(eps)
@@ -321,6 +332,7 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, c: float = 1.0, ka
     del seed  # deterministic
     x, y = validate_inputs(model, x, y, None, targeted)
     c = _check_eps(c, "c"); kappa = _check_eps(kappa, "kappa"); lr = _check_eps(lr, "lr")
+    steps, binary_search_steps = _check_count(steps, "steps"), _check_count(binary_search_steps, "binary_search_steps")
     n = x.shape[0]
     with eval_mode(model):
         with torch.no_grad():
@@ -389,6 +401,7 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str = "l2
     if norm not in _NORMS:
         raise AttackInputError(f"norm must be 'linf' or 'l2', got {norm!r}")
     overshoot = _check_eps(overshoot, "overshoot")
+    steps, num_classes = _check_count(steps, "steps"), _check_count(num_classes, "num_classes", 2)
     with eval_mode(model):
         with torch.no_grad():
             logits0 = check_logits(model(x), x, y)
@@ -459,6 +472,7 @@ def adef(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 50, si
     x, y = validate_inputs(model, x, y)
     if x.ndim != 4:
         raise AttackInputError(f"adef needs images (N, C, H, W), got shape {tuple(x.shape)}")
+    steps, num_classes = _check_count(steps, "steps"), _check_count(num_classes, "num_classes", 2)
     n = x.shape[0]
     with eval_mode(model):
         with torch.no_grad():
@@ -500,6 +514,7 @@ def salt_and_pepper(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: i
                     across_channels: bool = True, seed: int = 0) -> torch.Tensor:
     "Foolbox-style salt-and-pepper noise of increasing density; the closest (L2) misclassified image, else `x`."
     x, y = validate_inputs(model, x, y)
+    steps = _check_count(steps, "steps")
     gen = torch_generator(seed, x.device)
     n = x.shape[0]
     shape = list(x.shape)

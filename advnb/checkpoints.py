@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from pathlib import Path
 
@@ -23,8 +24,8 @@ from .core import atomic_path, atomic_write_json
 
 # %% auto #0
 __all__ = ['CorruptCheckpointError', 'save_tensors', 'load_tensors', 'save_model', 'load_model_state', 'checkpoint_path',
-           'step_path', 'completed_epochs', 'completed_steps', 'first_unsound', 'discard_from', 'save_resume',
-           'load_resume']
+           'step_path', 'completed_epochs', 'completed_steps', 'first_unsound', 'discard_from', 'remove_temp_files',
+           'last_good_epoch', 'save_resume', 'load_resume']
 
 # %% ../nbs/04a_checkpoints.ipynb #7f935df2
 class CorruptCheckpointError(RuntimeError):
@@ -56,7 +57,7 @@ def load_tensors(path: Path, device="cpu") -> tuple[dict[str, torch.Tensor], dic
         raise CorruptCheckpointError(f"incomplete checkpoint {path}: {missing} file missing")
     try:
         meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # not JSON, or not even UTF-8
         raise CorruptCheckpointError(f"checkpoint metadata {meta_path} is not valid JSON ({e})") from None
     if meta.get("sha256") != _sha256(path):
         raise CorruptCheckpointError(f"checkpoint {path} does not match the SHA-256 recorded in {meta_path.name}")
@@ -75,8 +76,17 @@ def save_model(model: nn.Module, path: Path, meta: dict | None = None) -> None:
 def load_model_state(model: nn.Module, path: Path, device="cpu") -> dict:
     "Load weights saved by `save_model` into `model` (strict), returning the metadata."
     tensors, meta = load_tensors(path, device)
-    model.load_state_dict(tensors, strict=True)
+    _load_strict(model, tensors, path)
     return meta
+
+
+def _load_strict(model: nn.Module, tensors: dict, path: Path) -> None:
+    "`load_state_dict(strict=True)`; tensors of another model (sound file, wrong names or shapes) count as corrupt."
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CorruptCheckpointError(f"checkpoint {path} holds another model's tensors ({first} …)") from None
 
 # %% ../nbs/04a_checkpoints.ipynb #5e3d9a96
 def checkpoint_path(run_dir: Path, epoch: int) -> Path:
@@ -108,12 +118,16 @@ def completed_steps(run_dir: Path) -> list[int]:
     return _listed(run_dir, "step")
 
 # %% ../nbs/04a_checkpoints.ipynb #6ea46ee2
-def first_unsound(run_dir: Path) -> tuple[int | None, int | None]:
-    "`(epoch, step)`: the first epoch and the first step whose checkpoint does not verify (None where all do)."
+def first_unsound(run_dir: Path, model: nn.Module | None = None) -> tuple[int | None, int | None]:
+    "`(epoch, step)`: the first epoch and step whose checkpoint does not verify (or load into `model`); None where all do."
     def first(listed, path):
-        for n in listed(run_dir):
+        have = listed(run_dir)
+        if listed is completed_epochs:  # epochs are written in order: a gap is a lost checkpoint
+            gaps = sorted(set(range(1, max(have, default=0) + 1)) - set(have))
+            have = sorted(have + gaps)
+        for n in have:
             try:
-                load_tensors(path(run_dir, n))
+                load_tensors(path(run_dir, n)) if model is None else load_model_state(model, path(run_dir, n))
             except CorruptCheckpointError:
                 return n
         return None
@@ -130,6 +144,29 @@ def discard_from(run_dir: Path, epoch: int, step: int | None = None) -> None:
             p.with_suffix(suf).unlink(missing_ok=True)
     for f in ("resume.safetensors", "resume.json", "done.json"):
         (d / f).unlink(missing_ok=True)
+
+
+def remove_temp_files(run_dir: Path) -> list[str]:
+    "Delete the hidden temporary files an atomic write killed mid-way leaves (`.name.XXXX.ext`); their names."
+    gone = []
+    for p in Path(run_dir).glob(".*"):
+        if p.is_file() and p.name.count(".") >= 3:
+            p.unlink(missing_ok=True)
+            gone.append(p.name)
+    return gone
+
+# %% ../nbs/04a_checkpoints.ipynb #7158ca20
+def last_good_epoch(run_dir: Path) -> int | None:
+    "The last epoch whose checkpoint verifies and whose recorded test loss is finite; None when there is none."
+    for e in reversed(completed_epochs(run_dir)):
+        try:
+            _, meta = load_tensors(checkpoint_path(run_dir, e))
+        except CorruptCheckpointError:
+            continue
+        rows = [r for r in meta.get("history", []) if r.get("epoch") == e]
+        if rows and math.isfinite(rows[-1].get("test_loss", float("nan"))):
+            return e
+    return None
 
 # %% ../nbs/04a_checkpoints.ipynb #9c727338
 def _optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
@@ -193,7 +230,7 @@ def load_resume(run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer, dev
     if not path.exists():
         return None
     tensors, meta = load_tensors(path)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    _load_strict(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
     model.to(device)
     _optimizer_from_flat(opt, {k: v.to(device) for k, v in tensors.items() if k.startswith("optim.")}, meta["optimizer"])
     _set_rng_state(tensors, meta["rng"])

@@ -114,6 +114,21 @@ def find_settings_file(environ: dict | None = None, start: Path | None = None) -
     return None
 
 # %% ../nbs/00_core.ipynb #69c1f31e
+_OTHER_VARIABLES = ("SETTINGS", "PLAIN_PROGRESS")  # ADVNB_* variables that are not settings
+
+
+def _check_variable_names(environ, keys) -> None:
+    "An `ADVNB_*` variable that names no setting is a typo: say so, with the closest name, rather than ignore it."
+    import difflib
+    known = [ENV_PREFIX + k.upper() for k in keys] + [ENV_PREFIX + v for v in _OTHER_VARIABLES]
+    for name in environ:
+        if name.startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise SettingsError(f"environment variable {name} names no advnb setting; {hint}"
+                                f"known: {', '.join(known)}")
+
+
 def load_settings(path: Path | str | None = None, environ: dict | None = None) -> Settings:
     "Build `Settings` from defaults, then `settings.ini` (`path` or found), then `ADVNB_*` variables in `environ`."
     environ = os.environ if environ is None else environ
@@ -131,6 +146,7 @@ def load_settings(path: Path | str | None = None, environ: dict | None = None) -
                 raise SettingsError(f"{path}: unknown key {k!r} in [{SETTINGS_SECTION}]; known keys: {', '.join(keys)}")
             values[k] = _convert(k, raw, f"{path} [{SETTINGS_SECTION}]", path.parent.resolve())
         source = str(path)
+    _check_variable_names(environ, keys)
     for k in keys:
         env = ENV_PREFIX + k.upper()
         if env in environ:

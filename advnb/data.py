@@ -27,8 +27,8 @@ from .core import content_hash, get_settings, torch_generator
 __all__ = ['SYNTHETIC_PREFIX', 'CIFAR10_CLASSES', 'CIFAR100_CLASSES', 'MNIST_CLASSES', 'FASHIONMNIST_CLASSES', 'STL10_CLASSES',
            'SHAPES', 'ORIENTATIONS', 'HUES', 'LEVELS', 'DATASETS', 'SYNTHETIC_DEFAULT_PER_CLASS', 'SPLITS',
            'DatasetInfo', 'synthetic_factors', 'synthetic_class_names', 'augmentation_policy', 'crop_flip',
-           'ImageTensorDataset', 'MissingDatasetError', 'dataset_path', 'render_synthetic', 'make_synthetic',
-           'load_dataset', 'subset', 'KeyedSampler', 'make_loader', 'take']
+           'ImageTensorDataset', 'MissingDatasetError', 'DamagedDatasetError', 'dataset_path', 'render_synthetic',
+           'make_synthetic', 'load_dataset', 'subset', 'KeyedSampler', 'make_loader', 'take']
 
 # %% ../nbs/01_data.ipynb #2efa7e93
 @dataclass(frozen=True)
@@ -260,6 +260,15 @@ class MissingDatasetError(FileNotFoundError):
         super().__init__(msg)
 
 
+class DamagedDatasetError(ValueError):
+    "A real dataset's files are there but cannot be read as that dataset (truncated, garbled, labels out of range)."
+
+    def __init__(self, name: str, split: str, path: Path, detail: str):
+        self.dataset, self.split, self.path = name, split, Path(path)
+        super().__init__(f"dataset {name!r} ({split} split): the files in {path} are damaged ({detail}). "
+                         f"Copy them again from a good source (or delete the folder and load with download=True).")
+
+
 # name -> (torchvision class, folder under data_root that torchvision reads)
 _TORCHVISION = {"cifar10": ("CIFAR10", "cifar-10-batches-py"), "cifar100": ("CIFAR100", "cifar-100-python"),
                 "mnist": ("MNIST", "MNIST/raw"), "fashionmnist": ("FashionMNIST", "FashionMNIST/raw"),
@@ -287,8 +296,10 @@ def _load_real(name: str, split: str, root: Path, download: bool) -> tuple[torch
         d = getattr(tvd, cls_name)(str(root), download=download, **kw)
     except RuntimeError as e:
         if "not found" not in str(e).lower():
-            raise
+            raise DamagedDatasetError(name, split, path, f"{type(e).__name__}: {e}") from None
         raise MissingDatasetError(name, split, path, root, detail=str(e)) from None
+    except (ValueError, OSError, EOFError, IndexError) as e:  # truncated or garbled files (pickle, idx, binary)
+        raise DamagedDatasetError(name, split, path, f"{type(e).__name__}: {e}") from None
     data = torch.as_tensor(np.asarray(d.data))
     if data.dim() == 3:  # MNIST-like (N, H, W)
         data = data[:, None]
@@ -296,6 +307,10 @@ def _load_real(name: str, split: str, root: Path, download: bool) -> tuple[torch
         data = data.permute(0, 3, 1, 2)
     x = data.contiguous().to(torch.uint8)
     y = torch.as_tensor(np.asarray(d.labels if name == "stl10" else d.targets), dtype=torch.int64)
+    k = DATASETS[name].num_classes
+    if len(y) != len(x) or (len(y) and (int(y.min()) < 0 or int(y.max()) >= k)):
+        raise DamagedDatasetError(name, split, path, f"{len(x)} images but {len(y)} labels, labels in "
+                                  f"[{int(y.min()) if len(y) else 0}, {int(y.max()) if len(y) else 0}]; expected {k} classes 0..{k - 1}")
     _REAL_CACHE[key] = (x, y)
     return x, y
 

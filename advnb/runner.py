@@ -25,12 +25,12 @@ from pathlib import Path
 import yaml
 
 import advnb
-from .core import SCALES, atomic_write_json, atomic_write_text, content_hash, get_settings
+from .core import SCALES, SettingsError, atomic_write_json, atomic_write_text, content_hash, get_device, get_settings
 
 # %% auto #0
 __all__ = ['RunnerError', 'find_project', 'list_notebooks', 'notebook_parameters', 'load_param_sets', 'validate_param_sets',
-           'package_fingerprint', 'notebook_fingerprint', 'last_state', 'render_html', 'run_notebook', 'build_index',
-           'report_fingerprint', 'run', 'list_status', 'main']
+           'package_fingerprint', 'notebook_fingerprint', 'last_state', 'render_html', 'NotebookInterrupted',
+           'run_notebook', 'build_index', 'report_fingerprint', 'run', 'list_status', 'main']
 
 # %% ../nbs/07_runner.ipynb #1afcb9bd
 class RunnerError(Exception):
@@ -78,6 +78,21 @@ def notebook_parameters(path: Path) -> dict:
     return {}
 
 # %% ../nbs/07_runner.ipynb #28df3bd2
+class _UniqueKeyLoader(yaml.SafeLoader):
+    "A YAML loader for which a key given twice in one mapping is an error (PyYAML keeps the last silently)."
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` then overriding a key is fine
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_param_sets(project: Path, scale: str) -> dict[str, dict]:
     "The overrides of `params/<scale>.yaml` (notebook stem → {name: value}); smoke may be empty."
     if scale not in SCALES:
@@ -86,7 +101,7 @@ def load_param_sets(project: Path, scale: str) -> dict[str, dict]:
     if not path.exists():
         raise RunnerError(f"{path} does not exist; create it (it may be empty for notebook defaults)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as e:
         raise RunnerError(f"{path} is not valid YAML: {e}") from None
     if not isinstance(data, dict) or not all(isinstance(v, dict) or v is None for v in data.values()):
@@ -147,8 +162,13 @@ def _state_path(reports: Path, stem: str) -> Path:
 
 
 def last_state(reports: Path, stem: str) -> dict | None:
+    "The state record of `stem`'s last run; None when there is none or it is unreadable (the notebook then runs again)."
     p = _state_path(reports, stem)
-    return json.loads(p.read_text()) if p.exists() else None
+    try:
+        state = json.loads(p.read_text()) if p.exists() else None
+    except ValueError:
+        return None
+    return state if isinstance(state, dict) else None
 
 # %% ../nbs/07_runner.ipynb #cc93f551
 def render_html(ipynb: Path, out: Path) -> Path:
@@ -173,6 +193,14 @@ def _quiet_papermill():
             lg.setLevel(lv)
 
 # %% ../nbs/07_runner.ipynb #80dc2a06
+class NotebookInterrupted(KeyboardInterrupt):
+    "Ctrl-C while a notebook ran; carries the notebook's state record (status `interrupted`)."
+
+    def __init__(self, state: dict):
+        super().__init__(state["notebook"])
+        self.state = state
+
+
 def run_notebook(path: Path, scale: str, params: dict, reports_root: Path, kernel_name: str = "python3") -> dict:
     "Execute one notebook with papermill into `reports_root/<scale>/`, render HTML; return its state record."
     import papermill as pm
@@ -192,10 +220,17 @@ def run_notebook(path: Path, scale: str, params: dict, reports_root: Path, kerne
         with _quiet_papermill():
             pm.execute_notebook(str(path), str(out_nb), parameters={**params, "scale": scale}, kernel_name=kernel_name,
                                 cwd=str(path.parent), progress_bar=False, log_output=False,
-                                extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no TCP-encryption notice
+                                extra_arguments=["--IPKernelApp.log_level=CRITICAL"])  # no TCP or shutdown notices
         state["status"] = "ok"
     except PapermillExecutionError as e:
         state.update(status="failed", failed_cell=e.exec_count, error=f"{e.ename}: {e.evalue}")
+    except KeyboardInterrupt:  # Ctrl-C: render what ran, record it as interrupted (never ok), then stop the run
+        state.update(status="interrupted", error="interrupted (Ctrl-C) before the notebook finished", failed_cell=None,
+                     seconds=round(time.time() - t0, 1))
+        if out_nb.exists():
+            with contextlib.suppress(Exception):
+                render_html(out_nb, out_html)
+        raise NotebookInterrupted(state) from None
     except Exception as e:  # the kernel died, the notebook is not valid JSON, ...
         state.update(status="failed", error=f"{type(e).__name__}: {e}", failed_cell=None)
     finally:
@@ -278,10 +313,18 @@ def _select(notebooks: list[Path], names: list[str]) -> list[Path]:
 
 # %% ../nbs/07_runner.ipynb #8e997b08
 def _run_one(args):
+    "Run one notebook, its state file saying `running` until it ends (so a killed run is never taken for ok)."
     path, scale, params, reports_root, fingerprint = args
-    state = run_notebook(path, scale, params, reports_root)
+    state_file = _state_path(Path(reports_root) / scale, Path(path).stem)
+    atomic_write_json(state_file, {"notebook": Path(path).name, "scale": scale, "params": params, "status": "running",
+                                   "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+    try:
+        state = run_notebook(path, scale, params, reports_root)
+    except NotebookInterrupted as e:
+        atomic_write_json(state_file, e.state)
+        raise
     state["fingerprint"] = fingerprint
-    atomic_write_json(_state_path(Path(reports_root) / scale, Path(path).stem), state)
+    atomic_write_json(state_file, state)
     return state
 
 
@@ -296,6 +339,12 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
     validate_param_sets(param_sets, notebooks, scale)
     selected = _select(notebooks, names or [])
     reports = reports_root / scale
+    get_device()  # ADVNB_DEVICE=cuda on a machine without CUDA stops here, not in every notebook
+    try:
+        reports.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunnerError(f"cannot create the reports folder {reports} ({e.strerror}); set reports_dir in "
+                          "settings.ini, ADVNB_REPORTS_DIR or --reports-dir to a writable folder") from None
     skipped = 0
 
     def due(nb: Path, fp: str) -> bool:
@@ -322,22 +371,32 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
         msg = f"{state['status']:6} {stem:24} {state['seconds']:7.1f} s  -> {reports / (stem + '.html')}"
         if state["status"] != "ok":
             failed.append(state)
-            msg += f"\n       cell {state.get('failed_cell')} raised {state.get('error')}"
+            if state.get("failed_cell") is None:
+                msg += f"\n       the notebook did not run to a cell's error (the kernel died?): {state.get('error')}"
+            else:
+                msg += f"\n       cell {state.get('failed_cell')} raised {state.get('error')}"
         done.append(state)
         log(msg)
-    if jobs > 1 and len(todo) > 1:
-        with cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
-            for state in ex.map(_run_one, todo):
-                report(state)
-    else:
-        for item in todo:
-            report(_run_one(item))
-    for nb in notebooks:  # the reports, after every other notebook (also with --jobs > 1), whether selected or not
-        if _is_report(nb):
-            params = param_sets.get(nb.stem, {})
-            fp = report_fingerprint(nb, params, scale, reports, notebooks)
-            if due(nb, fp):
-                report(_run_one((nb, scale, params, reports_root, fp)))
+    try:
+        if jobs > 1 and len(todo) > 1:
+            with cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
+                for state in ex.map(_run_one, todo):
+                    report(state)
+        else:
+            for item in todo:
+                report(_run_one(item))
+        for nb in notebooks:  # the reports, after every other notebook (also with --jobs > 1), whether selected or not
+            if _is_report(nb):
+                params = param_sets.get(nb.stem, {})
+                fp = report_fingerprint(nb, params, scale, reports, notebooks)
+                if due(nb, fp):
+                    report(_run_one((nb, scale, params, reports_root, fp)))
+    except KeyboardInterrupt as e:
+        where = e.state["notebook"] if isinstance(e, NotebookInterrupted) else "between notebooks"
+        index = build_index(reports_root, scale, notebooks)
+        log(f"advnb run: interrupted ({where}); {len(done)} finished, what was running is marked interrupted and "
+            f"runs again next time; index: {index}")
+        raise
     index = build_index(reports_root, scale, notebooks)
     log(f"advnb run: {len(done) - len(failed)} ok, {len(failed)} failed, {skipped} skipped (unchanged) in "
         f"{time.time() - t_start:.0f} s; index: {index}")
@@ -376,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--scale", choices=SCALES, default=None)
     a = ap.parse_args(argv)
     try:
+        get_settings(reload=True)  # the environment of this command, read (and checked) before anything runs
         if a.cmd == "run":
             return 1 if run(a.scale, a.notebooks, a.jobs, a.force, a.project, a.reports_dir) else 0
         if a.cmd == "list":
@@ -385,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
         project = a.project or find_project()
         print(build_index(reports_root, a.scale or get_settings().scale, list_notebooks(project)))
         return 0
-    except RunnerError as e:
+    except (RunnerError, SettingsError) as e:
         print(f"advnb: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("advnb: interrupted", file=sys.stderr)
+        return 130

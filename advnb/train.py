@@ -25,8 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoints import (CorruptCheckpointError, checkpoint_path, load_resume, save_model, save_resume,
-                               step_path)
+from .checkpoints import (CorruptCheckpointError, checkpoint_path, completed_epochs, last_good_epoch, load_resume,
+                               save_model, save_resume, step_path)
 from .core import code_fingerprint, content_hash, get_device, progress, seed_everything
 
 # %% auto #0
@@ -291,8 +291,16 @@ def _check_finite(spec, loss, epoch, i, lr, out_dir):
     if not torch.isfinite(loss):
         raise NonFiniteLossError(
             f"{spec.name}: loss became {loss.item()} at epoch {epoch + 1}, step {i + 1} (lr={lr:.3g}). "
-            f"Earlier checkpoints are in {out_dir}. Lower lr, check the objective's hyper-parameters "
+            f"{_last_good(out_dir)} Lower lr, check the objective's hyper-parameters "
             f"{spec.objective_kwargs}, or the input data for NaNs.")
+
+
+def _last_good(out_dir) -> str:
+    "Where to restart from after a NaN: the last checkpoint with a finite evaluation, or that there is none."
+    e = last_good_epoch(out_dir)
+    if e is None:
+        return f"No checkpoint in {out_dir} has a finite test loss, so there is none to go back to."
+    return f"The last good checkpoint (finite test loss) is epoch {e}: {checkpoint_path(out_dir, e)}."
 
 # %% ../nbs/05_training.ipynb #0c7ae17b
 def _train_epoch(spec, model, opt, callbacks, train_ds, epoch, steps_per_epoch, history, out_dir, show_progress):
@@ -362,6 +370,8 @@ def train(spec: TrainSpec, out_dir: Path | str, device=None, resume: bool = True
     opt, callbacks = make_optimizer(spec, model), make_callbacks(spec)
     train_ds, (x_test, y_test) = train_data(spec), eval_data(spec)  # before restoring RNG states: loading must not shift them
     start, history = _restore(spec, out_dir, model, opt, callbacks, device, resume)
+    if start and start not in completed_epochs(out_dir):  # the epoch's checkpoint was lost: the resume state has it
+        save_model(model, checkpoint_path(out_dir, start), {**_meta(spec, start), "history": history})
     steps_per_epoch = math.ceil(len(train_ds) / spec.batch_size)
     if spec.checkpoint_every and start == 0:
         save_model(model, step_path(out_dir, 0), _meta(spec, 0, 0))

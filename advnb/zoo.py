@@ -15,7 +15,8 @@ import torch.nn as nn
 from filelock import FileLock
 
 from .checkpoints import (CorruptCheckpointError, checkpoint_path, completed_epochs, completed_steps,
-                               discard_from, first_unsound, load_model_state, load_tensors, step_path)
+                               discard_from, first_unsound, load_model_state, load_tensors, remove_temp_files,
+                               step_path)
 from .core import atomic_write_json, get_device, get_settings
 from .train import TrainSpec, build_from_spec, train
 
@@ -40,7 +41,7 @@ def is_trained(spec: TrainSpec, cache_dir=None) -> bool:
 # %% ../nbs/06_zoo.ipynb #599b4f4b
 def _discard_unsound(spec: TrainSpec, d: Path) -> None:
     "Throw away a corrupt or partial checkpoint with everything after it, or a resume state that does not verify."
-    bad_epoch, bad_step = first_unsound(d)
+    bad_epoch, bad_step = first_unsound(d, build_from_spec(spec))
     if bad_epoch is not None or bad_step is not None:
         what = f"epoch {bad_epoch}" if bad_epoch is not None else f"step {bad_step}"
         print(f"zoo: checkpoint of {what} of {spec.name} is corrupt or partial; training again from there")
@@ -54,29 +55,58 @@ def _discard_unsound(spec: TrainSpec, d: Path) -> None:
 
 # %% ../nbs/06_zoo.ipynb #e6f78eea
 def get(spec: TrainSpec, device=None, cache_dir: Path | str | None = None, train_if_missing: bool = True,
-        show_progress: bool = True) -> nn.Module:
-    "The trained model of `spec`, in eval mode on `device`; trained (and cached) first when absent or unsound."
+        show_progress: bool = True, verify: bool = False) -> nn.Module:
+    """The trained model of `spec`, in eval mode on `device`; trained (and cached) first when absent or unsound.
+
+    A finished run is trusted when its final checkpoint verifies; `verify=True` checks every checkpoint first and
+    retrains what is lost (`load_checkpoint` does this by itself when it meets a damaged or missing checkpoint)."""
     d = spec_dir(spec, cache_dir)
-    d.mkdir(parents=True, exist_ok=True)
     device = get_device(device)
-    with FileLock(str(d) + ".lock"):
-        if (d / "done.json").exists():
-            done = json.loads((d / "done.json").read_text())
-            model = build_from_spec(spec)
-            try:
-                load_model_state(model, checkpoint_path(d, done["epochs"]))
-                return model.to(device).eval()
-            except CorruptCheckpointError as e:
-                print(f"zoo: {e}; retraining {spec.name}")
-        _discard_unsound(spec, d)
-        if not train_if_missing:
-            raise FileNotFoundError(f"{spec.name} is not in the zoo at {d} and train_if_missing=False")
-        if not (d / "resume.json").exists() and (completed_epochs(d) or completed_steps(d)):
-            discard_from(d, 1, 0)  # checkpoints without resume state cannot be continued exactly: start over
-        model, history = train(spec, d, device=device, resume=True, show_progress=show_progress)
-        atomic_write_json(d / "done.json", {"spec": spec.to_dict(), "spec_key": spec.key, "epochs": spec.epochs,
-                                            "history": history})
-        return model.eval()
+    d.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(d) + ".lock"):
+            return _get_locked(spec, d, device, train_if_missing, show_progress, verify)
+    finally:
+        if d.is_dir() and not any(d.iterdir()):  # nothing was trained (missing data, say): leave no empty folder
+            d.rmdir()
+
+
+def _read_done(spec: TrainSpec, d: Path) -> dict | None:
+    "`done.json`, or None when absent; an unreadable one is removed (the checkpoints say what is done)."
+    p = d / "done.json"
+    if not p.exists():
+        return None
+    try:
+        done = json.loads(p.read_text())
+        int(done["epochs"])
+        return done
+    except (ValueError, KeyError, TypeError) as e:
+        print(f"zoo: {p} is unreadable ({type(e).__name__}: {e}); finishing {spec.name} from its checkpoints")
+        p.unlink()
+        return None
+
+
+def _get_locked(spec, d, device, train_if_missing, show_progress, verify=False):
+    remove_temp_files(d)  # left by a process killed mid-write; we hold the lock, so none is being written
+    done = _read_done(spec, d)
+    if done is not None and verify and first_unsound(d, build_from_spec(spec)) != (None, None):
+        done = None  # something before the final epoch is lost: _discard_unsound below says what and retrains it
+    if done is not None:
+        model = build_from_spec(spec)
+        try:
+            load_model_state(model, checkpoint_path(d, done["epochs"]))
+            return model.to(device).eval()
+        except CorruptCheckpointError as e:
+            print(f"zoo: {e}; repairing {spec.name} from its resume state, or retraining what is lost")
+    _discard_unsound(spec, d)
+    if not train_if_missing:
+        raise FileNotFoundError(f"{spec.name} is not in the zoo at {d} and train_if_missing=False")
+    if not (d / "resume.json").exists() and (completed_epochs(d) or completed_steps(d)):
+        discard_from(d, 1, 0)  # checkpoints without resume state cannot be continued exactly: start over
+    model, history = train(spec, d, device=device, resume=True, show_progress=show_progress)
+    atomic_write_json(d / "done.json", {"spec": spec.to_dict(), "spec_key": spec.key, "epochs": spec.epochs,
+                                        "history": history})
+    return model.eval()
 
 
 def history(spec: TrainSpec, cache_dir=None) -> list[dict]:
@@ -103,14 +133,36 @@ def load_checkpoint(spec: TrainSpec, *, epoch: int | None = None, step: int | No
     if (epoch is None) == (step is None):
         raise ValueError("give exactly one of epoch= or step=")
     d = spec_dir(spec, cache_dir)
-    have, path, what = ((checkpoint_epochs(spec, cache_dir), checkpoint_path(d, epoch), f"epoch {epoch}")
-                        if step is None else (checkpoint_steps(spec, cache_dir), step_path(d, step), f"step {step}"))
-    if (epoch if step is None else step) not in have:
-        hint = "" if have else " (train it with zoo.get(spec) first; steps need spec.checkpoint_every)"
-        raise FileNotFoundError(f"no checkpoint of {what} for {spec.name}; have {have}{hint}")
+    path, what = (checkpoint_path(d, epoch), f"epoch {epoch}") if step is None else (step_path(d, step), f"step {step}")
     model = build_from_spec(spec)
-    load_model_state(model, path)
-    return model.to(get_device(device)).eval()
+    for attempt in (1, 2):
+        have = checkpoint_epochs(spec, cache_dir) if step is None else checkpoint_steps(spec, cache_dir)
+        if (epoch if step is None else step) in have:
+            try:
+                load_model_state(model, path)
+                return model.to(get_device(device)).eval()
+            except CorruptCheckpointError as e:
+                problem = str(e)
+        elif _should_exist(spec, d, epoch, step, have):
+            problem = f"the checkpoint of {what} of {spec.name} is missing"
+        else:
+            hint = "" if have else " (train it with zoo.get(spec) first; steps need spec.checkpoint_every)"
+            raise FileNotFoundError(f"no checkpoint of {what} for {spec.name}; have {have}{hint}")
+        if attempt == 1:  # training is deterministic: retraining what is lost gives back the very same weights
+            print(f"zoo: {problem}; repairing {spec.name} (retraining what was lost)")
+            get(spec, device="cpu", cache_dir=cache_dir, show_progress=False, verify=True)
+    raise CorruptCheckpointError(f"{problem}, and retraining did not restore it")
+
+
+def _should_exist(spec, d, epoch, step, have) -> bool:
+    "Whether a finished run of `spec` wrote the checkpoint of `epoch` (or `step`)."
+    done = _read_done(spec, d)
+    if done is None:
+        return False
+    if step is None:
+        return 1 <= epoch <= int(done["epochs"])
+    every = spec.checkpoint_every or 0
+    return bool(every) and step >= 0 and step % every == 0 and step <= max(have, default=0)
 
 
 def load_epoch(spec: TrainSpec, epoch: int, device=None, cache_dir=None) -> nn.Module:

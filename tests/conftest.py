@@ -23,3 +23,11 @@ def isolated_settings(tmp_path, monkeypatch):
     monkeypatch.undo()
     core.get_settings(reload=True)
     core._current_run = None
+
+
+def pytest_terminal_summary(terminalreporter):
+    "Print the fault-injection tally (tests/test_faults.py) when the session injected any faults."
+    from fault_tally import TALLY
+    if TALLY:
+        terminalreporter.write_sep("-", "fault-injection tally")
+        terminalreporter.write_line(", ".join(f"{k}: {TALLY[k]}" for k in ("faults injected", "recovered", "clear stop", "failure")))

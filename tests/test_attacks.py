@@ -419,6 +419,32 @@ def test_bad_inputs_raise_clear_errors(trained, name):
         atk(model, x, y + 10)
 
 
+@pytest.mark.parametrize("name", list(ALL))
+def test_edge_inputs_named_exactly(trained, name):
+    "Just outside [0, 1] is reported unrounded; float64 images on a float32 model are named, not a deep dtype error."
+    model, x, y = trained
+    x_out = x.clone(); x_out[0, 0, 0, 0] = 1 + 1e-6
+    with pytest.raises(AttackInputError, match=r"got values in \[0, 1\.00000095"):
+        ALL[name](model, x_out, y)
+    with pytest.raises(AttackInputError, match=r"x is torch.float64 but the model's parameters are torch.float32"):
+        ALL[name](model, x.double(), y)
+
+
+@pytest.mark.parametrize("fn,needle", [(P(deepfool, steps=-1), "steps must be an integer >= 1, got -1"),
+                                       (P(deepfool, steps=0), "steps must be an integer >= 1, got 0"),
+                                       (P(deepfool, num_classes=0), "num_classes must be an integer >= 2, got 0"),
+                                       (P(cw_l2, steps=0), "steps must be an integer >= 1, got 0"),
+                                       (P(cw_l2, binary_search_steps=0), "binary_search_steps must be an integer >= 1"),
+                                       (P(adef, steps=0), "steps must be an integer >= 1"),
+                                       (P(adef, num_classes=1), "num_classes must be an integer >= 2"),
+                                       (P(salt_and_pepper, steps=0), "steps must be an integer >= 1"),
+                                       (P(deepfool, steps=2.5), "steps must be an integer >= 1, got 2.5")])
+def test_iteration_counts_that_would_do_nothing_are_rejected(trained, fn, needle):
+    model, x, y = trained
+    with pytest.raises(AttackInputError, match=needle.replace("[", r"\[")):
+        fn(model, x, y)
+
+
 @pytest.mark.parametrize("fn", [P(fgsm, eps=-0.1), P(pgd, eps=-0.1, alpha=0.01, steps=2),
                                 P(pgd, eps=0.1, alpha=-0.01, steps=2), P(nattack, eps=-1.0),
                                 P(pgd, eps=float("nan"), alpha=0.01, steps=2)])

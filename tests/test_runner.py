@@ -148,3 +148,12 @@ def test_report_notebook_runs_last_and_again_whenever_another_ran(project):
     runner.run("smoke", project=project, reports_dir=reports, log=logs.append)
     assert not [l for l in logs if l.startswith(("ok ", "failed "))]
     assert sum(l.startswith("skip") for l in logs) == 3
+
+
+def test_duplicate_keys_in_a_param_file_are_an_error(project):
+    "PyYAML keeps the last of two equal keys silently; a param file that sets a notebook twice is a mistake."
+    (project / "params" / "quick.yaml").write_text("a_ok: {n: 1}\nb_fail: {}\na_ok: {rate: 0.1}\n")
+    with pytest.raises(RunnerError, match="duplicate key 'a_ok'"):
+        runner.load_param_sets(project, "quick")
+    (project / "params" / "quick.yaml").write_text(".base: &b {n: 1}\na_ok: {<<: *b, n: 2}\n")  # merge + override: fine
+    assert runner.load_param_sets(project, "quick") == {"a_ok": {"n": 2}}

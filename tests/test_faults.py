@@ -1,0 +1,313 @@
+"""Fault injection: interrupt, kill and damage runs and caches, then check the next run recovers with nothing lost
+(the same final weights, the same rendered result) or stops with one clear line naming the file and the fix.
+
+Run alone with `pytest -m faults`; the session ends with the tally (faults injected, recovered, clear stops)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from advnb import checkpoints as C
+from advnb import core, runner, zoo
+from advnb.train import NonFiniteLossError, TrainSpec, register_callback, Callback
+from fault_tally import record
+
+pytestmark = pytest.mark.faults
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(arch="simple_cnn", arch_kwargs={"width": 4, "hidden": 16}, dataset="synthetic-mnist", n_per_class=6,
+            eval_n_per_class=3, batch_size=16, lr=0.05, epochs=3, milestones=(2,), seed=3)
+SPEC = TrainSpec(**TINY)
+
+
+def same_weights(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    "The uninterrupted run of SPEC, trained once for the module."
+    cache = tmp_path_factory.mktemp("reference")
+    return zoo.get(SPEC, device="cpu", cache_dir=cache, show_progress=False)
+
+
+def settle(spec, cache, reference, capsys=None) -> str:
+    "The next `zoo.get` after a fault: `recovered` when it returns the uninterrupted run's weights."
+    model = zoo.get(spec, device="cpu", cache_dir=cache, show_progress=False)
+    ok = same_weights(model, reference)
+    for e in (1, 2, 3):  # every epoch still loads (a damaged one is retrained on the way)
+        zoo.load_epoch(spec, e, device="cpu", cache_dir=cache)
+    ok = ok and same_weights(zoo.get(spec, device="cpu", cache_dir=cache, show_progress=False), reference)
+    ok = ok and bool(zoo.history(spec, cache)) and C.completed_epochs(zoo.spec_dir(spec, cache)) == [1, 2, 3]
+    outcome = "recovered" if ok else "failure"
+    record(outcome)
+    return outcome
+
+
+# ---------------------------------------------------------------------------------------------------- cache damage
+def _truncate(p: Path): p.write_bytes(p.read_bytes()[: max(1, p.stat().st_size // 2)])
+def _flip(p: Path):
+    b = bytearray(p.read_bytes()); b[len(b) // 2] ^= 0xFF; p.write_bytes(bytes(b))
+def _empty(p: Path): p.write_bytes(b"")
+def _delete(p: Path): p.unlink()
+
+
+def _other_model(p: Path):
+    "A sound checkpoint (valid hash) of another model's tensors in place of this one."
+    meta = json.loads(p.with_suffix(".json").read_text())
+    other = torch.nn.Linear(3, 2)
+    if p.name.startswith("resume"):
+        C.save_tensors({f"model.{k}": v for k, v in other.state_dict().items()}, p, meta)
+    else:
+        C.save_model(other, p, meta)
+
+
+FAULTS = {"truncated": _truncate, "byte-flipped": _flip, "emptied": _empty, "deleted": _delete,
+          "another model's tensors": _other_model}
+FILES = ["epoch_001.safetensors", "epoch_002.json", "epoch_003.safetensors", "epoch_003.json", "resume.safetensors",
+         "resume.json", "done.json"]
+
+
+@pytest.mark.parametrize("name,fault", [(n, f) for n in FILES for f in FAULTS
+                                        if n.endswith(".safetensors") or f != "another model's tensors"])
+def test_damaged_cache_file_is_recovered(tmp_path, reference, name, fault, capsys):
+    zoo.get(SPEC, device="cpu", cache_dir=tmp_path, show_progress=False)
+    p = zoo.spec_dir(SPEC, tmp_path) / name
+    FAULTS[fault](p)
+    assert settle(SPEC, tmp_path, reference) == "recovered", f"{name} {fault}: {capsys.readouterr().out}"
+
+
+def test_damage_in_the_middle_of_a_run_is_recovered(tmp_path, reference):
+    "Training stopped after epoch 2, then the epoch-2 checkpoint damaged: the run goes back and finishes exactly."
+    from advnb import train as T
+    d = zoo.spec_dir(SPEC, tmp_path)
+    T.train(SPEC, d, device="cpu", show_progress=False, stop_after_epoch=2)
+    _flip(d / "epoch_002.safetensors")
+    assert settle(SPEC, tmp_path, reference) == "recovered"
+
+
+# ---------------------------------------------------------------------------------------------- killed training
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    import torch
+    from advnb import zoo
+    from advnb.train import TrainSpec
+    spec = TrainSpec(**{TINY!r})
+    where, k = sys.argv[1], int(sys.argv[2])
+    count = [0]
+    def kill_on_kth(fn):
+        def wrapped(*a, **kw):
+            count[0] += 1
+            if count[0] == k:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return fn(*a, **kw)
+        return wrapped
+    if where == "rename":          # between writing a temporary file and renaming it into place
+        os.replace = kill_on_kth(os.replace)
+    elif where == "fsync":         # while a file is being written
+        os.fsync = kill_on_kth(os.fsync)
+    elif where == "step":          # in the middle of an epoch, between optimiser steps
+        torch.optim.SGD.step = kill_on_kth(torch.optim.SGD.step)
+    zoo.get(spec, device="cpu", cache_dir=sys.argv[3], show_progress=False)
+""").replace("{TINY!r}", repr(TINY))
+
+
+@pytest.mark.parametrize("where,k", [("step", 2), ("step", 5), ("fsync", 1), ("fsync", 4), ("rename", 2),
+                                     ("rename", 5), ("rename", 9)])
+def test_training_killed_resumes_to_the_same_weights(tmp_path, reference, where, k):
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    cache = tmp_path / "cache"
+    r = subprocess.run([sys.executable, str(script), where, str(k), str(cache)], capture_output=True, text=True,
+                       timeout=600, env={**os.environ, "ADVNB_DEVICE": "cpu"})
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    assert settle(SPEC, cache, reference) == "recovered"
+    assert not [p.name for p in zoo.spec_dir(SPEC, cache).glob(".*")], "temporary files left behind"
+
+
+# ---------------------------------------------------------------------------------- NaN and what is "last good"
+@register_callback("test_blow_up_after_epoch")
+class BlowUp(Callback):
+    "Makes the weights huge after epoch `at`, so that its evaluation is NaN while its weights stay finite."
+    def __init__(self, at=1): self.at = at
+    def after_epoch(self, ctx):
+        if ctx.epoch + 1 >= self.at:
+            with torch.no_grad():
+                for p in ctx.model.parameters():
+                    p.mul_(1e30)
+
+
+def test_nan_names_the_last_checkpoint_with_a_finite_evaluation(tmp_path):
+    spec = SPEC.replace(callbacks=(("test_blow_up_after_epoch", {"at": 2}),))
+    with pytest.raises(NonFiniteLossError, match=r"last good checkpoint \(finite test loss\) is epoch 1"):
+        zoo.get(spec, device="cpu", cache_dir=tmp_path, show_progress=False)
+    record("clear stop")
+
+
+def test_nan_with_no_good_checkpoint_says_there_is_none(tmp_path):
+    spec = SPEC.replace(callbacks=(("test_blow_up_after_epoch", {"at": 1}),))
+    with pytest.raises(NonFiniteLossError, match="No checkpoint .* has a finite test loss"):
+        zoo.get(spec, device="cpu", cache_dir=tmp_path, show_progress=False)
+    record("clear stop")
+
+
+# ----------------------------------------------------------------------------------------------- damaged data
+FMNIST = ROOT.parent / "shared" / "data" / "FashionMNIST" / "raw"
+
+
+@pytest.fixture
+def fmnist_copy(tmp_path, monkeypatch):
+    if not (FMNIST / "t10k-images-idx3-ubyte").exists():
+        pytest.skip("FashionMNIST (uncompressed) is not under ../shared/data")
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in FMNIST.iterdir():
+        if not f.name.endswith(".gz"):
+            (raw / f.name).write_bytes(f.read_bytes())
+    from advnb import data
+    monkeypatch.setattr(data, "_REAL_CACHE", {})
+    return raw
+
+
+def test_truncated_data_file_names_the_folder_and_the_fix(fmnist_copy):
+    from advnb.data import DamagedDatasetError, load_dataset
+    _truncate(fmnist_copy / "t10k-images-idx3-ubyte")
+    with pytest.raises(DamagedDatasetError, match=r"FashionMNIST/raw are damaged .*Copy them again"):
+        load_dataset("fashionmnist", "test", root=fmnist_copy.parents[1])
+    record("clear stop")
+
+
+def test_labels_out_of_range_are_caught(fmnist_copy):
+    from advnb.data import DamagedDatasetError, load_dataset
+    p = fmnist_copy / "t10k-labels-idx1-ubyte"
+    b = bytearray(p.read_bytes()); b[100] = 57; p.write_bytes(bytes(b))  # a label no 10-class dataset has
+    with pytest.raises(DamagedDatasetError, match=r"labels in \[0, 57\]; expected 10 classes"):
+        load_dataset("fashionmnist", "test", root=fmnist_copy.parents[1])
+    record("clear stop")
+
+
+# ------------------------------------------------------------------------------------------ the runner
+def make_notebook(path: Path, body: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    p = nbformat.v4.new_code_cell('scale = "smoke"\nseed = 0')
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.fixture
+def slow_project(tmp_path):
+    (tmp_path / "nbs").mkdir()
+    (tmp_path / "params").mkdir()
+    for s in ("smoke", "quick", "paper"):
+        (tmp_path / "params" / f"{s}.yaml").write_text("{}\n")
+    make_notebook(tmp_path / "nbs" / "a_first.ipynb", "print('first done')")
+    slow = "import time, pathlib\npathlib.Path('started').write_text('1')\ntime.sleep(60)\nprint('finished')"
+    make_notebook(tmp_path / "nbs" / "b_slow.ipynb", slow)
+    make_notebook(tmp_path / "nbs" / "99_report.ipynb", "print('report')")
+    return tmp_path
+
+
+def advnb_cmd(project, *args, **popen):
+    env = {**os.environ, "ADVNB_CACHE_DIR": str(project / "cache"), "ADVNB_DEVICE": "cpu"}
+    return subprocess.Popen([sys.executable, "-m", "advnb", *args, "--project", str(project),
+                             "--reports-dir", str(project / "reports")], env=env, cwd=project, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, **popen)
+
+
+def wait_for(path: Path, timeout=300):
+    t0 = time.time()
+    while not path.exists():
+        if time.time() - t0 > timeout:
+            raise TimeoutError(path)
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_notebook_is_never_taken_for_ok(slow_project, sig):
+    p = advnb_cmd(slow_project, "run", "--scale", "smoke")
+    wait_for(slow_project / "nbs" / "started")
+    (slow_project / "nbs" / "started").unlink()
+    (os.kill if sig == signal.SIGINT else os.killpg)(p.pid, sig)
+    out, _ = p.communicate(timeout=120)
+    with __import__("contextlib").suppress(ProcessLookupError):
+        os.killpg(p.pid, signal.SIGKILL)  # the kernel of a SIGKILLed runner
+    state = json.loads((slow_project / "reports" / "smoke" / ".state" / "b_slow.json").read_text())
+    assert state["status"] == ("interrupted" if sig == signal.SIGINT else "running"), out
+    if sig == signal.SIGINT:
+        assert p.returncode == 130 and "interrupted (b_slow.ipynb)" in out, out
+        rendered = nbformat.read(str(slow_project / "reports" / "smoke" / "b_slow.ipynb"), as_version=4)
+        outputs = "".join(o.get("text", "") for c in rendered.cells for o in c.get("outputs", []))
+        assert "finished" not in outputs and (slow_project / "reports" / "smoke" / "b_slow.html").exists()
+        assert "interrupted" in (slow_project / "reports" / "smoke" / "index.html").read_text()
+    # the next run runs it again (and not the notebook that had finished)
+    make_notebook(slow_project / "nbs" / "b_slow.ipynb", "print('finished')")
+    assert runner.run("smoke", project=slow_project, reports_dir=slow_project / "reports", log=lambda m: None) == 0
+    state = json.loads((slow_project / "reports" / "smoke" / ".state" / "b_slow.json").read_text())
+    assert state["status"] == "ok"
+    record("recovered")
+
+
+@pytest.mark.parametrize("env,needle", [({"ADVNB_SCALE": "huge"}, "scale='huge' is not one of"),
+                                        ({"ADVNB_DEVICE": "nonsense"}, "is not a torch device"),
+                                        ({"ADVNB_DEVCE": "cpu"}, "ADVNB_DEVCE names no advnb setting; did you mean ADVNB_DEVICE"),
+                                        ({"ADVNB_DEVICE": "cuda"}, "CUDA is not available")])
+def test_settings_errors_are_one_line_and_exit_2(slow_project, env, needle, monkeypatch, capsys):
+    if env.get("ADVNB_DEVICE") == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    try:
+        rc = runner.main(["run", "--scale", "smoke", "--project", str(slow_project), "--reports-dir",
+                          str(slow_project / "reports")])
+    finally:
+        monkeypatch.undo()
+        core.get_settings(reload=True)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("advnb: ") and needle in err and "Traceback" not in err, err
+    assert not (slow_project / "reports" / "smoke" / ".state").exists()  # nothing ran
+    record("clear stop")
+
+
+def test_reports_folder_under_a_file_is_one_line(slow_project, capsys):
+    (slow_project / "afile").write_text("x")
+    rc = runner.main(["run", "--scale", "smoke", "--project", str(slow_project), "--reports-dir",
+                      str(slow_project / "afile" / "reports")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("advnb: cannot create the reports folder") and "Traceback" not in err, err
+    record("clear stop")
+
+
+def test_dead_kernel_is_reported_as_such(slow_project):
+    make_notebook(slow_project / "nbs" / "b_slow.ipynb", "import os\nos._exit(1)")
+    logs = []
+    assert runner.run("smoke", ["b_slow"], project=slow_project, reports_dir=slow_project / "reports",
+                      log=logs.append) == 1
+    text = "\n".join(logs)
+    assert "cell None" not in text and "the kernel died?" in text, text
+    record("clear stop")
+
+
+def test_missing_dataset_leaves_no_empty_spec_folder(tmp_path, monkeypatch):
+    from advnb.data import MissingDatasetError
+    monkeypatch.setenv("ADVNB_DATA_ROOT", str(tmp_path / "nodata"))
+    core.get_settings(reload=True)
+    spec = SPEC.replace(dataset="cifar10")
+    try:
+        with pytest.raises(MissingDatasetError):
+            zoo.get(spec, device="cpu", cache_dir=tmp_path / "cache", show_progress=False)
+        assert not zoo.spec_dir(spec, tmp_path / "cache").exists()
+    finally:
+        monkeypatch.undo()
+        core.get_settings(reload=True)
+    record("clear stop")
