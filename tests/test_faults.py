@@ -222,7 +222,13 @@ def advnb_cmd(project, *args, **popen):
     env = {**os.environ, "ADVNB_CACHE_DIR": str(project / "cache"), "ADVNB_DEVICE": "cpu"}
     return subprocess.Popen([sys.executable, "-m", "advnb", *args, "--project", str(project),
                              "--reports-dir", str(project / "reports")], env=env, cwd=project, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, **popen)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=_default_sigint, **popen)
+
+
+def _default_sigint():
+    "A shell without job control starts background jobs with SIGINT ignored; give the runner Ctrl-C back."
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(path: Path, timeout=300):
