@@ -62,6 +62,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'advnb.checkpoints._rng_state': ('checkpoints.html#_rng_state', 'advnb/checkpoints.py'),
                                    'advnb.checkpoints._set_rng_state': ('checkpoints.html#_set_rng_state', 'advnb/checkpoints.py'),
                                    'advnb.checkpoints._sha256': ('checkpoints.html#_sha256', 'advnb/checkpoints.py'),
+                                   'advnb.checkpoints.check_resume': ('checkpoints.html#check_resume', 'advnb/checkpoints.py'),
                                    'advnb.checkpoints.checkpoint_path': ('checkpoints.html#checkpoint_path', 'advnb/checkpoints.py'),
                                    'advnb.checkpoints.completed_epochs': ('checkpoints.html#completed_epochs', 'advnb/checkpoints.py'),
                                    'advnb.checkpoints.completed_steps': ('checkpoints.html#completed_steps', 'advnb/checkpoints.py'),

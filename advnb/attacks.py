@@ -247,8 +247,7 @@ def _pgd(model, x, y, eps, alpha, steps, norm, random_start, loss, kappa, target
 def _check_pgd_args(eps, alpha, steps, norm, loss, targeted):
     eps = _check_eps(eps)
     alpha = _check_eps(alpha, "alpha")
-    if not isinstance(steps, int) or steps < 0:
-        raise AttackInputError(f"steps must be an integer >= 0, got {steps!r}")
+    steps = _check_count(steps, "steps", 0)
     if norm not in _NORMS:
         raise AttackInputError(f"norm must be 'linf' or 'l2', got {norm!r}")
     if loss not in ("ce", "kl", "cw"):

@@ -25,7 +25,7 @@ from .core import atomic_path, atomic_write_json
 # %% auto #0
 __all__ = ['CorruptCheckpointError', 'save_tensors', 'load_tensors', 'save_model', 'load_model_state', 'checkpoint_path',
            'step_path', 'completed_epochs', 'completed_steps', 'first_unsound', 'discard_from', 'remove_temp_files',
-           'last_good_epoch', 'save_resume', 'load_resume']
+           'last_good_epoch', 'save_resume', 'check_resume', 'load_resume']
 
 # %% ../nbs/04a_checkpoints.ipynb #7f935df2
 class CorruptCheckpointError(RuntimeError):
@@ -224,13 +224,20 @@ def save_resume(run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer, met
     save_tensors(tensors, Path(run_dir) / "resume.safetensors", {**meta, "optimizer": ometa, "rng": rmeta})
 
 
+def check_resume(run_dir: Path, model: nn.Module) -> tuple[dict, dict]:
+    "Verify `run_dir`'s resume state and load its weights into `model`: `(tensors, meta)`, or `CorruptCheckpointError`."
+    path = Path(run_dir) / "resume.safetensors"
+    tensors, meta = load_tensors(path)
+    _load_strict(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+    return tensors, meta
+
+
 def load_resume(run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer, device="cpu") -> dict | None:
     "Restore model, optimiser and RNG states from `run_dir`'s resume state; its metadata, or None when there is none."
     path = Path(run_dir) / "resume.safetensors"
     if not path.exists():
         return None
-    tensors, meta = load_tensors(path)
-    _load_strict(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+    tensors, meta = check_resume(run_dir, model)
     model.to(device)
     _optimizer_from_flat(opt, {k: v.to(device) for k, v in tensors.items() if k.startswith("optim.")}, meta["optimizer"])
     _set_rng_state(tensors, meta["rng"])

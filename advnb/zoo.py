@@ -15,7 +15,7 @@ import torch.nn as nn
 from filelock import FileLock
 
 from .checkpoints import (CorruptCheckpointError, checkpoint_path, completed_epochs, completed_steps,
-                               discard_from, first_unsound, load_model_state, load_tensors, remove_temp_files,
+                               check_resume, discard_from, first_unsound, load_model_state, remove_temp_files,
                                step_path)
 from .core import atomic_write_json, get_device, get_settings
 from .train import TrainSpec, build_from_spec, train
@@ -48,7 +48,7 @@ def _discard_unsound(spec: TrainSpec, d: Path) -> None:
         discard_from(d, bad_epoch if bad_epoch is not None else 1, bad_step if bad_step is not None else 0)
     elif (d / "resume.json").exists():
         try:
-            load_tensors(d / "resume.safetensors")
+            check_resume(d, build_from_spec(spec))
         except CorruptCheckpointError as e:
             print(f"zoo: resume state unusable ({e}); training {spec.name} from scratch")
             discard_from(d, 1, 0)

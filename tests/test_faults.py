@@ -19,6 +19,7 @@ from advnb import checkpoints as C
 from advnb import core, runner, zoo
 from advnb.train import NonFiniteLossError, TrainSpec, register_callback, Callback
 from fault_tally import record
+from notebook_fixtures import make_notebook
 
 pytestmark = pytest.mark.faults
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,12 +86,15 @@ def test_damaged_cache_file_is_recovered(tmp_path, reference, name, fault, capsy
     assert settle(SPEC, tmp_path, reference) == "recovered", f"{name} {fault}: {capsys.readouterr().out}"
 
 
-def test_damage_in_the_middle_of_a_run_is_recovered(tmp_path, reference):
-    "Training stopped after epoch 2, then the epoch-2 checkpoint damaged: the run goes back and finishes exactly."
+@pytest.mark.parametrize("name,fault", [(n, f) for n in ("epoch_002.safetensors", "epoch_002.json", "resume.safetensors",
+                                                           "resume.json") for f in FAULTS
+                                        if n.endswith(".safetensors") or f != "another model's tensors"])
+def test_damage_in_the_middle_of_a_run_is_recovered(tmp_path, reference, name, fault):
+    "Training stopped after epoch 2 (the resume state is needed to go on), then a file damaged: it finishes exactly."
     from advnb import train as T
     d = zoo.spec_dir(SPEC, tmp_path)
     T.train(SPEC, d, device="cpu", show_progress=False, stop_after_epoch=2)
-    _flip(d / "epoch_002.safetensors")
+    FAULTS[fault](d / name)
     assert settle(SPEC, tmp_path, reference) == "recovered"
 
 
@@ -195,14 +199,7 @@ def test_labels_out_of_range_are_caught(fmnist_copy):
 
 
 # ------------------------------------------------------------------------------------------ the runner
-def make_notebook(path: Path, body: str) -> Path:
-    nb = nbformat.v4.new_notebook()
-    p = nbformat.v4.new_code_cell('scale = "smoke"\nseed = 0')
-    p.metadata["tags"] = ["parameters"]
-    nb.cells = [p, nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, str(path))
-    return path
+PARAMS = 'scale = "smoke"\nseed = 0'
 
 
 @pytest.fixture
@@ -211,10 +208,10 @@ def slow_project(tmp_path):
     (tmp_path / "params").mkdir()
     for s in ("smoke", "quick", "paper"):
         (tmp_path / "params" / f"{s}.yaml").write_text("{}\n")
-    make_notebook(tmp_path / "nbs" / "a_first.ipynb", "print('first done')")
+    make_notebook(tmp_path / "nbs" / "a_first.ipynb", PARAMS, "print('first done')")
     slow = "import time, pathlib\npathlib.Path('started').write_text('1')\ntime.sleep(60)\nprint('finished')"
-    make_notebook(tmp_path / "nbs" / "b_slow.ipynb", slow)
-    make_notebook(tmp_path / "nbs" / "99_report.ipynb", "print('report')")
+    make_notebook(tmp_path / "nbs" / "b_slow.ipynb", PARAMS, slow)
+    make_notebook(tmp_path / "nbs" / "99_report.ipynb", PARAMS, "print('report')")
     return tmp_path
 
 
@@ -257,7 +254,7 @@ def test_interrupted_notebook_is_never_taken_for_ok(slow_project, sig):
         assert "finished" not in outputs and (slow_project / "reports" / "smoke" / "b_slow.html").exists()
         assert "interrupted" in (slow_project / "reports" / "smoke" / "index.html").read_text()
     # the next run runs it again (and not the notebook that had finished)
-    make_notebook(slow_project / "nbs" / "b_slow.ipynb", "print('finished')")
+    make_notebook(slow_project / "nbs" / "b_slow.ipynb", PARAMS, "print('finished')")
     assert runner.run("smoke", project=slow_project, reports_dir=slow_project / "reports", log=lambda m: None) == 0
     state = json.loads((slow_project / "reports" / "smoke" / ".state" / "b_slow.json").read_text())
     assert state["status"] == "ok"
@@ -295,7 +292,7 @@ def test_reports_folder_under_a_file_is_one_line(slow_project, capsys):
 
 
 def test_dead_kernel_is_reported_as_such(slow_project):
-    make_notebook(slow_project / "nbs" / "b_slow.ipynb", "import os\nos._exit(1)")
+    make_notebook(slow_project / "nbs" / "b_slow.ipynb", PARAMS, "import os\nos._exit(1)")
     logs = []
     assert runner.run("smoke", ["b_slow"], project=slow_project, reports_dir=slow_project / "reports",
                       log=logs.append) == 1

@@ -1,24 +1,14 @@
 import json
 from pathlib import Path
 
-import nbformat
 import pytest
 import yaml
 
 from advnb import runner
 from advnb.runner import RunnerError
+from notebook_fixtures import make_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_notebook(path: Path, params_src: str, body: str) -> Path:
-    nb = nbformat.v4.new_notebook()
-    p = nbformat.v4.new_code_cell(params_src)
-    p.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell("# test"), p, nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, str(path))
-    return path
 
 
 @pytest.fixture
