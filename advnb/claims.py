@@ -19,7 +19,8 @@ from filelock import FileLock
 from .core import SCALES, atomic_write_text, current_run, get_settings
 
 # %% auto #0
-__all__ = ['Claim', 'record', 'load_claims', 'verdict', 'claims_table', 'accuracy_difference_se', 'paired_difference', 'exceeds']
+__all__ = ['Claim', 'record', 'load_claims', 'verdict', 'claims_table', 'accuracy_difference_se', 'paired_difference', 'exceeds',
+           'all_hold']
 
 # %% ../nbs/04_claims.ipynb #dec3ed59
 @dataclass
@@ -134,3 +135,11 @@ def exceeds(diff: float, se: float, z: float = 2.0) -> bool | None:
         return False
     return True if diff > z * se else None
 
+
+# %% ../nbs/04_claims.ipynb #f8c227ae
+def all_hold(verdicts) -> bool | None:
+    "Combine `exceeds` verdicts: `True` if all are True, `False` if any is False, else `None` (inconclusive)."
+    verdicts = list(verdicts)
+    if any(v is False for v in verdicts):
+        return False
+    return True if verdicts and all(v is True for v in verdicts) else None

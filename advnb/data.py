@@ -14,7 +14,7 @@ import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,10 +25,11 @@ from .core import content_hash, get_settings, torch_generator
 
 # %% auto #0
 __all__ = ['SYNTHETIC_PREFIX', 'CIFAR10_CLASSES', 'CIFAR100_CLASSES', 'MNIST_CLASSES', 'FASHIONMNIST_CLASSES', 'STL10_CLASSES',
-           'SHAPES', 'ORIENTATIONS', 'HUES', 'LEVELS', 'DATASETS', 'SYNTHETIC_DEFAULT_PER_CLASS', 'SPLITS',
-           'DatasetInfo', 'synthetic_factors', 'synthetic_class_names', 'augmentation_policy', 'crop_flip',
+           'SHAPES', 'ORIENTATIONS', 'HUES', 'LEVELS', 'DATASETS', 'SYNTHETIC_DEFAULT_PER_CLASS', 'GENERATORS',
+           'SPLITS', 'DatasetInfo', 'synthetic_factors', 'synthetic_class_names', 'augmentation_policy', 'crop_flip',
            'ImageTensorDataset', 'MissingDatasetError', 'DamagedDatasetError', 'dataset_path', 'render_synthetic',
-           'make_synthetic', 'load_dataset', 'subset', 'KeyedSampler', 'make_loader', 'take']
+           'make_synthetic', 'register_generated', 'dataset_info', 'load_dataset', 'subset', 'KeyedSampler',
+           'make_loader', 'take']
 
 # %% ../nbs/01_data.ipynb #2efa7e93
 @dataclass(frozen=True)
@@ -428,6 +429,25 @@ def make_synthetic(name: str, split: str = "train", n_per_class: int | None = No
         _SYN_CACHE.popitem(last=False)
     return x, labels
 
+# %% ../nbs/01_data.ipynb #29344db0
+GENERATORS: dict[str, Callable] = {}
+
+
+def register_generated(info: DatasetInfo, make: Callable) -> DatasetInfo:
+    "Register a generated dataset: `make(name, split, n_per_class, seed)` -> uint8 images (N, C, H, W), int64 labels."
+    DATASETS[info.name], GENERATORS[info.name] = info, make
+    return info
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    "The `DatasetInfo` of `name` (loading the advnb plug-ins if it is not registered yet)."
+    if name not in DATASETS:
+        from advnb.train import load_plugins
+        load_plugins()
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
 # %% ../nbs/01_data.ipynb #e57b048a
 SPLITS = ("train", "test")
 
@@ -435,13 +455,12 @@ SPLITS = ("train", "test")
 def load_dataset(name: str, split: str = "train", root: Path | str | None = None, download: bool | None = None,
                  augment: bool = False, n_per_class: int | None = None, seed: int = 0) -> ImageTensorDataset:
     "Split `split` of dataset `name` (see `DATASETS`) as an in-memory `ImageTensorDataset` of [0, 1] images."
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    info = DATASETS[name]
-    if info.is_synthetic:
-        x, y = make_synthetic(name, split, n_per_class, seed)
+    info = dataset_info(name)
+    if info.is_synthetic or name in GENERATORS:
+        make = make_synthetic if info.is_synthetic else GENERATORS[name]
+        x, y = make(name, split, n_per_class, seed)
         return ImageTensorDataset(x, y, info, augment)
     settings = get_settings()
     root = Path(root) if root is not None else settings.data_root

@@ -17,7 +17,7 @@ import torch
 from .core import save_figure
 
 # %% auto #0
-__all__ = ['Panel', 'to_rgb', 'show_image', 'show_heatmap', 'panel_figure']
+__all__ = ['Panel', 'to_rgb', 'show_image', 'show_heatmap', 'panel_figure', 'image_grid', 'mosaic_figure']
 
 # %% ../nbs/06a_plots.ipynb #6dba7475
 def to_rgb(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -87,4 +87,45 @@ def panel_figure(panels: Sequence[Panel], number: str, title: str, stem: str, pa
         f1.tight_layout()
         save_figure(f1, f"{stem}_{suffix[0] if suffix else letter}", paper=paper, number=f"{number}{letter}")
         plt.close(f1)
+    return fig
+
+# %% ../nbs/06a_plots.ipynb #c0591802
+def image_grid(cells, row_labels: Sequence[str], col_labels: Sequence[str], title: str, signed: bool = False,
+               cell: float = 0.8, cmap: str | None = None) -> plt.Figure:
+    "A figure of `cells[r][c]` ((H, W) arrays, or (C, H, W) images in [0, 1] when `cmap` is None and not `signed`)."
+    nr, nc = len(row_labels), len(col_labels)
+    fig, axes = plt.subplots(nr, nc, figsize=(cell * nc + 0.8, cell * nr + 0.6), squeeze=False)
+    for r, c in np.ndindex(nr, nc):
+        ax, a = axes[r, c], cells[r][c]
+        a = a.detach().cpu() if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
+        if a.ndim == 3 and cmap is None and not signed:
+            show_image(ax, a)
+        else:
+            a = a.squeeze(0) if a.ndim == 3 else a
+            lim = float(a.abs().max()) or 1.0
+            ax.imshow(a, cmap=cmap or ("RdBu_r" if signed else "gray"), vmin=-lim if signed else None,
+                      vmax=lim if signed else None)
+            ax.set_xticks([]); ax.set_yticks([])
+        if r == 0:
+            ax.set_title(col_labels[c], fontsize=8)
+        if c == 0:
+            ax.set_ylabel(row_labels[r], fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/06a_plots.ipynb #391e9ed3
+def mosaic_figure(images: torch.Tensor, row_labels: Sequence[str], col_labels: Sequence[str], title: str,
+                  cell: float = 0.5, pad: int = 1) -> plt.Figure:
+    "Images (R, C, ch, H, W) in [0, 1] tiled on one axis (white gaps of `pad` pixels), rows and columns labelled."
+    from torchvision.utils import make_grid
+    r, c, _, h, w = images.shape
+    grid = make_grid(images.reshape(r * c, *images.shape[2:]).clamp(0, 1), nrow=c, padding=pad, pad_value=1.0)
+    fig, ax = plt.subplots(figsize=(cell * c + 1.6, cell * r + 0.8))
+    ax.imshow(to_rgb(grid), interpolation="nearest")
+    ax.set_xticks([pad + (w + pad) * j + w / 2 for j in range(c)], col_labels, rotation=90, fontsize=7)
+    ax.set_yticks([pad + (h + pad) * i + h / 2 for i in range(r)], row_labels, fontsize=7)
+    ax.tick_params(length=0); ax.xaxis.tick_top()
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
     return fig

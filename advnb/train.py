@@ -206,8 +206,10 @@ def eval_attack_of(spec: TrainSpec):
 
 def spec_fingerprint(spec: TrainSpec) -> str:
     "Fingerprint of the source of everything `spec` runs (see `advnb.core.code_fingerprint`)."
+    from advnb.data import GENERATORS, dataset_info
     from advnb.models import ARCHITECTURES
-    roots = [train, get_objective(spec.objective), ARCHITECTURES.get(spec.arch)]
+    dataset_info(spec.dataset)  # registers a generated dataset first, so its generator is always part of the key
+    roots = [train, get_objective(spec.objective), ARCHITECTURES.get(spec.arch), GENERATORS.get(spec.dataset)]
     roots += [get_regularizer(n) for n, _ in spec.regularizers] + [get_callback(n) for n, _ in spec.callbacks]
     atk = eval_attack_of(spec)
     if atk is not None:
@@ -226,9 +228,9 @@ def lr_at(spec: TrainSpec, epoch_float: float) -> float:
 # %% ../nbs/05_training.ipynb #e0f72392
 def build_from_spec(spec: TrainSpec) -> nn.Module:
     "The untrained model of `spec` (seeded with `spec.seed`, so initial weights are reproducible)."
-    from advnb.data import DATASETS
+    from advnb.data import dataset_info
     from advnb.models import build_model
-    info = DATASETS[spec.dataset]
+    info = dataset_info(spec.dataset)
     seed_everything(spec.seed)
     return build_model(spec.arch, num_classes=info.num_classes, in_shape=tuple(info.shape),
                        mean=tuple(info.mean), std=tuple(info.std), **spec.arch_kwargs)

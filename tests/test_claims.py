@@ -23,3 +23,12 @@ def test_holds_must_be_boolean_or_none(tmp_path):
     with pytest.raises(TypeError, match="holds must be"):
         claims.record("X-3", "A", "3", "s", "p", 1, "yes")
     core._current_run = None
+
+
+def test_exceeds_and_all_hold_follow_the_one_noise_rule():
+    assert claims.exceeds(0.3, 0.1) is True and claims.exceeds(0.15, 0.1) is None and claims.exceeds(-0.01, 0.1) is False
+    assert claims.all_hold([True, True]) is True
+    assert claims.all_hold([True, None, True]) is None
+    assert claims.all_hold([None, False, True]) is False
+    assert claims.all_hold(v for v in [True]) is True  # a generator works too
+    assert claims.all_hold([]) is None  # nothing measured is not a success

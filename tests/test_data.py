@@ -325,3 +325,30 @@ def test_fashionmnist_from_shared_data(no_download):
     sub = load_dataset("fashionmnist", "test", root=SHARED_DATA, n_per_class=7, seed=0)
     assert sub.class_counts().tolist() == [7] * 10
     assert torch.equal(sub.x, te.x[sub.indices])
+
+
+def test_a_generated_dataset_loads_by_name_and_is_found_from_a_fresh_process():
+    import subprocess
+    import sys
+    from advnb import data
+    info = data.DatasetInfo("test-generated-bars", (1, 4, 4), 2, (0.5,), (0.5,), ["h", "v"])
+
+    def make(name, split, n_per_class=None, seed=0):
+        n = 3 if n_per_class is None else n_per_class
+        x = torch.zeros(2 * n, 1, 4, 4, dtype=torch.uint8)
+        x[0::2, :, 1, :] = 255  # class 0: a horizontal bar
+        x[1::2, :, :, 1] = 255  # class 1: a vertical bar
+        return x, torch.arange(2).repeat(n)
+
+    try:
+        data.register_generated(info, make)
+        ds = data.load_dataset("test-generated-bars", "test", n_per_class=2)
+        assert len(ds) == 4 and ds.info is info and float(ds.x[1, 0, :, 1].float().mean()) == 255
+    finally:
+        data.DATASETS.pop(info.name, None); data.GENERATORS.pop(info.name, None)
+    with pytest.raises(ValueError, match="unknown dataset 'test-generated-bars'"):
+        data.load_dataset("test-generated-bars")
+    # a process that never imported advnb.smooth_kernels still finds paper B's four shapes (plug-ins load on demand)
+    code = "from advnb.data import dataset_info; import sys; print(dataset_info('fourshapes').num_classes)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "4"

@@ -69,3 +69,31 @@ def test_panel_figure_saves_the_whole_figure_and_each_panel(tmp_path):
     assert not axes[3].axison  # the unused fourth cell of the 2 x 2 grid is blank
     assert fig.legends and [t.get_text() for t in fig.legends[0].get_texts()] == ["a"]
     plt.close(fig)
+
+
+def test_image_grid_scales_each_cell_on_its_own_and_labels_rows_and_columns():
+    cells = [[torch.tensor([[-1.0, 2.0]]), torch.tensor([[0.1, 0.3]])], [torch.ones(1, 2, 2) * 0.5, torch.zeros(3, 2, 2)]]
+    fig = plots.image_grid(cells[:1], ["k1"], ["V", "VR"], "t", signed=True)
+    a, b = fig.axes
+    assert a.images[0].get_clim() == (-2.0, 2.0) and b.images[0].get_clim() == pytest.approx((-0.3, 0.3))
+    assert a.get_title() == "V" and a.get_ylabel() == "k1" and b.get_ylabel() == ""
+    fig2 = plots.image_grid(cells[1:], ["r"], ["grey", "rgb"], "images")  # (C, H, W) images drawn as images
+    assert fig2.axes[0].images[0].get_array().shape == (2, 2, 3)
+    plt.close("all")
+
+
+def test_mosaic_figure_tiles_rows_and_columns_in_order():
+    imgs = torch.zeros(2, 3, 1, 4, 4)
+    for r in range(2):
+        for c in range(3):
+            imgs[r, c] = (r * 3 + c) / 10
+    fig = plots.mosaic_figure(imgs, ["a", "b"], ["x", "y", "z"], "m", pad=1)
+    ax = fig.axes[0]
+    arr = np.asarray(ax.images[0].get_array())
+    assert arr.shape == (2 * 5 + 1, 3 * 5 + 1, 3)
+    for r in range(2):
+        for c in range(3):  # the centre pixel of tile (r, c)
+            assert arr[1 + 5 * r + 2, 1 + 5 * c + 2, 0] == pytest.approx((r * 3 + c) / 10)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["x", "y", "z"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+    plt.close("all")
