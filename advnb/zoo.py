@@ -22,7 +22,7 @@ from .train import TrainSpec, build_from_spec, train
 
 # %% auto #0
 __all__ = ['zoo_dir', 'spec_dir', 'is_trained', 'get', 'history', 'checkpoint_epochs', 'checkpoint_steps', 'load_checkpoint',
-           'load_epoch']
+           'load_epoch', 'cached_result']
 
 # %% ../nbs/06_zoo.ipynb #1ecdd249
 def zoo_dir(cache_dir: Path | str | None = None) -> Path:
@@ -168,3 +168,18 @@ def _should_exist(spec, d, epoch, step, have) -> bool:
 def load_epoch(spec: TrainSpec, epoch: int, device=None, cache_dir=None) -> nn.Module:
     "The model of `spec` as it was after `epoch` (1-based), in eval mode."
     return load_checkpoint(spec, epoch=epoch, device=device, cache_dir=cache_dir)
+
+# %% ../nbs/06_zoo.ipynb #9fa2b86a
+def cached_result(spec: TrainSpec, kind: str, key: dict, compute, code=(), cache_dir: Path | str | None = None):
+    "`compute()` (JSON-serialisable) cached under `<cache>/<kind>/`, keyed by `spec.key`, `key` and `code_fingerprint(*code)`."
+    from advnb.core import atomic_write_json, code_fingerprint, content_hash
+    h = content_hash({"spec": spec.key, "key": key, "code": code_fingerprint(*code) if code else ""})
+    path = Path(cache_dir if cache_dir is not None else get_settings().cache_dir) / kind / f"{spec.name}-{h}.json"
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            path.unlink()  # a damaged result is measured again
+    out = compute()
+    atomic_write_json(path, out)
+    return out

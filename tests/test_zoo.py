@@ -56,3 +56,28 @@ def test_missing_model_without_training_is_an_error(isolated_settings):
         zoo.get(SPEC.replace(seed=99), train_if_missing=False)
     with pytest.raises(FileNotFoundError, match="no checkpoint of epoch 5"):
         zoo.load_epoch(SPEC.replace(seed=98), 5)
+
+
+def test_cached_result_computes_once_per_spec_key_and_code(tmp_path):
+    from advnb.train import TrainSpec
+    spec = TrainSpec(arch="simple_cnn", dataset="synthetic-mnist")
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"acc": 0.5, "n": len(calls)}
+
+    def code_a(): return 1
+
+    def code_b(): return 2
+
+    r1 = zoo.cached_result(spec, "probe", {"n": 10}, compute, code=(code_a,), cache_dir=tmp_path)
+    r2 = zoo.cached_result(spec, "probe", {"n": 10}, compute, code=(code_a,), cache_dir=tmp_path)
+    assert r1 == r2 == {"acc": 0.5, "n": 1} and len(calls) == 1
+    zoo.cached_result(spec, "probe", {"n": 11}, compute, code=(code_a,), cache_dir=tmp_path)
+    zoo.cached_result(spec, "probe", {"n": 10}, compute, code=(code_b,), cache_dir=tmp_path)
+    zoo.cached_result(spec.replace(seed=1), "probe", {"n": 10}, compute, code=(code_a,), cache_dir=tmp_path)
+    assert len(calls) == 4
+    for p in (tmp_path / "probe").glob("*.json"):
+        p.write_text("{not json")
+    assert zoo.cached_result(spec, "probe", {"n": 10}, compute, code=(code_a,), cache_dir=tmp_path)["n"] == 5

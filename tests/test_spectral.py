@@ -1,0 +1,144 @@
+"""Paper E's measurements: every singular value of a convolution (FFT method) against the SVD of its explicit operator
+matrix, spectral normalisation, margins, target probabilities, loss variation, robust accuracy on clean-correct examples."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from advnb import spectral as S
+
+
+def circular_conv_matrix(weight: torch.Tensor, n: int) -> torch.Tensor:
+    "The explicit (c_out·n², c_in·n²) matrix of the stride-1 circular cross-correlation with `weight` (nn.Conv2d's)."
+    c_out, c_in, kh, kw = weight.shape
+    basis = torch.eye(c_in * n * n, dtype=torch.float64).reshape(-1, c_in, n, n)
+    # circular padding so that output pixel (i, j) sees input pixels (i + a − p, j + b − q) mod n
+    pt, pl = (kh - 1) // 2, (kw - 1) // 2
+    padded = F.pad(basis, (pl, kw - 1 - pl, pt, kh - 1 - pt), mode="circular")
+    out = F.conv2d(padded, weight.double())
+    assert out.shape[-2:] == (n, n)
+    return out.reshape(c_in * n * n, -1).T
+
+
+@pytest.mark.parametrize("c_out,c_in,k,n", [(1, 1, 3, 5), (3, 2, 3, 4), (2, 3, 1, 4), (4, 4, 3, 6), (2, 5, 2, 3)])
+def test_conv_singular_values_equal_the_svd_of_the_explicit_operator(c_out, c_in, k, n):
+    w = torch.randn(c_out, c_in, k, k, generator=torch.Generator().manual_seed(c_out * 10 + c_in), dtype=torch.float64)
+    ours = S.conv_singular_values(w, n).double().flatten().sort().values
+    explicit = torch.linalg.svdvals(circular_conv_matrix(w, n))
+    explicit = explicit.sort().values[-len(ours):]  # the operator has c_out·n² or c_in·n² of them; the rest are 0
+    assert ours.shape == (n * n * min(c_out, c_in),)
+    assert torch.allclose(ours, explicit, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_singular_values_name_bad_inputs():
+    with pytest.raises(ValueError, match="does not fit"):
+        S.conv_singular_values(torch.randn(1, 1, 5, 5), 3)
+    with pytest.raises(ValueError, match="c_out, c_in, kh, kw"):
+        S.conv_singular_values(torch.randn(3, 3), 3)
+
+
+def test_layer_singular_values_use_each_convolutions_input_size():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.MaxPool2d(2), nn.Conv2d(2, 3, 3, padding=1), nn.Flatten(),
+                        nn.Linear(3 * 4 * 4, 5))
+    sv = S.layer_singular_values(net, torch.zeros(2, 1, 8, 8))
+    assert sv["0"].numel() == 8 * 8 * 1 and sv["2"].numel() == 4 * 4 * 2 and sv["4"].numel() == 5
+    assert torch.allclose(sv["4"].double(), torch.linalg.svdvals(net[4].weight.double()), atol=1e-6)
+    stats = S.singular_value_stats(net, torch.zeros(1, 1, 8, 8))
+    assert list(stats.index) == ["0", "2", "4"] and stats.loc["2", "max"] == pytest.approx(float(sv["2"].max()), rel=1e-6)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 2.0])
+def test_spectral_normalisation_sets_every_largest_singular_value(sigma):
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 1), nn.Flatten(), nn.Linear(4 * 6 * 6, 7))
+    x = torch.zeros(1, 3, 6, 6)
+    S.SpectralNormalisation(sigma).apply(net, x)
+    for name, v in S.layer_singular_values(net, x).items():
+        assert float(v.max()) == pytest.approx(sigma, rel=1e-5), name
+    with pytest.raises(ValueError, match="sigma > 0"):
+        S.SpectralNormalisation(0.0)
+
+
+def test_clipped_spectral_normalisation_only_scales_down():
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3))
+    with torch.no_grad():
+        net[1].weight.mul_(10.0); net[3].weight.mul_(0.01)
+    x = torch.zeros(1, 6)
+    small = float(S.layer_singular_values(net, x)["3"].max())
+    S.SpectralNormalisation(1.0, clip=True).apply(net, x)
+    after = S.layer_singular_values(net, x)
+    assert float(after["1"].max()) == pytest.approx(1.0, rel=1e-5) and float(after["3"].max()) == pytest.approx(small, rel=1e-6)
+
+
+def test_margins_and_target_probability_by_hand():
+    z = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0], [2.0, 2.0, -1.0]])
+    y = torch.tensor([0, 2, 1])
+    assert S.margins(z, y).tolist() == [1.0, -4.0, 0.0]
+    p = S.target_probability(z, y)
+    assert p[2].item() == pytest.approx(torch.exp(torch.tensor(2.0)) / (2 * torch.exp(torch.tensor(2.0)) + torch.exp(torch.tensor(-1.0))))
+
+
+def test_loss_variation_is_the_loss_increase_of_pgd_inside_the_ball():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    x, y = torch.rand(6, 1, 4, 4) * 0.5 + 0.25, torch.tensor([0, 1, 2, 0, 1, 2])
+    d = S.loss_variation(model, x, y, eps=0.1, alpha=0.05, steps=5)
+    assert d.shape == (6,) and (d >= -1e-6).all() and (d > 0).any()
+    assert torch.allclose(S.loss_variation(model, x, y, eps=1e-12, alpha=1e-12, steps=1), torch.zeros(6), atol=1e-5)
+
+
+def test_robust_accuracy_counts_only_clean_correct_examples():
+    from advnb.attacks import evaluate
+    # a model that gets example 0 right, example 1 wrong; the "attack" flips nothing
+    model = nn.Sequential(nn.Flatten(), nn.Identity())
+    x, y = torch.tensor([[[[1.0, 0.0]]], [[[1.0, 0.0]]]]), torch.tensor([0, 1])
+    ev = evaluate(model, x, y, {"none": lambda m, xb, yb, seed=0: xb})
+    assert ev.robust_accuracy("none") == 0.5 and ev.robust_accuracy("none", clean_first=True) == 1.0
+
+
+def test_spectral_normalisation_as_a_training_callback(isolated_settings):
+    from advnb.train import TrainSpec, train
+    spec = TrainSpec(arch="simple_cnn", dataset="synthetic-mnist", arch_kwargs={"width": 2, "hidden": 8}, n_per_class=4,
+                     epochs=1, batch_size=20, callbacks=(("spectral_normalisation", {"sigma": 0.7}),))
+    model, _ = train(spec, isolated_settings / "run", show_progress=False)
+    for name, v in S.layer_singular_values(model, torch.zeros(1, 1, 28, 28)).items():
+        assert float(v.max()) == pytest.approx(0.7, rel=1e-4), name
+
+
+def test_paper_e_specs_one_model_per_strength():
+    specs = S.paper_e_specs("synthetic-cifar10", eps_unit=0.01, step_units=2.0, steps=7, sn=1.5)
+    assert list(specs) == [0, 4, 8, 16]
+    assert specs[0].objective == "ce" and specs[16].objective == "pgd_at"
+    assert specs[16].objective_kwargs == {"eps": pytest.approx(0.16), "alpha": pytest.approx(0.02), "steps": 7}
+    assert specs[4].callbacks == (("spectral_normalisation", {"sigma": 1.5}),)
+    f = S.paper_e_specs("synthetic-cifar10", strengths=[8], attack="fgsm")
+    assert f[8].objective == "fgsm_at" and f[8].objective_kwargs == {"eps": pytest.approx(8 / 255)}
+    with pytest.raises(ValueError, match="'pgd' or 'fgsm'"):
+        S.paper_e_specs("synthetic-cifar10", attack="cw")
+
+
+def test_fgsm_at_objective_is_the_cross_entropy_at_the_fgsm_example():
+    from advnb.attacks import fgsm
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    x, y = torch.rand(5, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1])
+    loss, logits = S.fgsm_at_objective(model, x, y, eps=0.05)
+    xa = fgsm(model, x, y, eps=0.05)
+    assert torch.allclose(logits, model(xa)) and loss.item() == pytest.approx(F.cross_entropy(model(xa), y).item())
+
+
+def test_generalisation_record_and_gap_se():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    tr = (torch.rand(20, 1, 4, 4), torch.randint(0, 3, (20,)))
+    te = (torch.rand(10, 1, 4, 4), torch.randint(0, 3, (10,)))
+    r = S.generalisation_record(model, tr, te, eps=0.05, alpha=0.02, steps=2)
+    with torch.no_grad():
+        assert r["train loss"] == pytest.approx(F.cross_entropy(model(tr[0]), tr[1]).item(), rel=1e-5)
+        err = (model(te[0]).argmax(1) != te[1]).float().mean().item()
+    assert r["test error"] == pytest.approx(err) and r["test accuracy"] == pytest.approx(1 - err)
+    assert r["loss gap"] == pytest.approx(r["test loss"] - r["train loss"]) and len(r["test margins"]) == 10
+    tl, te_l = torch.tensor(r["train losses"]), torch.tensor(r["test losses"])
+    assert S.gap_se(r) == pytest.approx(float((tl.var() / 20 + te_l.var() / 10).sqrt()), rel=1e-6)
