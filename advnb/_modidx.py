@@ -86,6 +86,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'advnb.claims.claims_table': ('claims.html#claims_table', 'advnb/claims.py'),
                               'advnb.claims.exceeds': ('claims.html#exceeds', 'advnb/claims.py'),
                               'advnb.claims.load_claims': ('claims.html#load_claims', 'advnb/claims.py'),
+                              'advnb.claims.mean_difference': ('claims.html#mean_difference', 'advnb/claims.py'),
                               'advnb.claims.paired_difference': ('claims.html#paired_difference', 'advnb/claims.py'),
                               'advnb.claims.record': ('claims.html#record', 'advnb/claims.py'),
                               'advnb.claims.verdict': ('claims.html#verdict', 'advnb/claims.py')},

@@ -19,8 +19,8 @@ from filelock import FileLock
 from .core import SCALES, atomic_write_text, current_run, get_settings
 
 # %% auto #0
-__all__ = ['Claim', 'record', 'load_claims', 'verdict', 'claims_table', 'accuracy_difference_se', 'paired_difference', 'exceeds',
-           'all_hold']
+__all__ = ['Claim', 'record', 'load_claims', 'verdict', 'claims_table', 'accuracy_difference_se', 'paired_difference',
+           'mean_difference', 'exceeds', 'all_hold']
 
 # %% ../nbs/04_claims.ipynb #dec3ed59
 @dataclass
@@ -125,6 +125,15 @@ def paired_difference(d) -> tuple[float, float]:
     if len(d) < 2:
         return float(d.mean()) if len(d) else float("nan"), float("inf")
     return float(d.mean()), float(d.std(ddof=1) / len(d) ** 0.5)
+
+
+def mean_difference(a, b) -> tuple[float, float]:
+    "`mean(a) − mean(b)` of two independent samples and its standard error (unpaired)."
+    import numpy as np
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if len(a) < 2 or len(b) < 2:
+        return float(a.mean() - b.mean()) if len(a) and len(b) else float("nan"), float("inf")
+    return float(a.mean() - b.mean()), float((a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) ** 0.5)
 
 
 def exceeds(diff: float, se: float, z: float = 2.0) -> bool | None:

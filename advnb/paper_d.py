@@ -8,14 +8,12 @@ them, so they share the same zoo models and evaluations; the objectives themselv
 # %% ../nbs/d0_setup.ipynb #28791623
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 import advnb.rlfat  # noqa: F401  (registers the objectives the specs name)
-from .core import atomic_write_json, code_fingerprint, content_hash, get_settings
 from .train import TrainSpec
 
 # %% auto #0
@@ -110,13 +108,10 @@ def cached_evaluation(spec: TrainSpec, model: nn.Module, x: torch.Tensor, y: tor
                       cache_dir: Path | str | None = None, **attack_kwargs) -> dict:
     "`evaluate_defense` of the zoo model of `spec`, cached under `<cache>/paper_d_eval/` by spec, test set, settings and code."
     from advnb.attacks import nattack, pgd
-    code = code_fingerprint(evaluate_defense, defense_attacks, pgd, nattack)  # the attacks are named, not called, there
-    key = content_hash({"spec": spec.key, "test": test_id, "attack": attack_kwargs, "n": len(x), "code": code})
-    path = Path(cache_dir if cache_dir is not None else get_settings().cache_dir) / "paper_d_eval" / f"{spec.name}-{key}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    row = evaluate_defense(model, x, y, **attack_kwargs)
-    atomic_write_json(path, row)
-    return row
+    from advnb.zoo import cached_result
+    return cached_result(spec, "paper_d_eval", {"test": test_id, "attack": attack_kwargs, "n": len(x)},
+                         lambda: evaluate_defense(model, x, y, **attack_kwargs),
+                         code=(evaluate_defense, defense_attacks, pgd, nattack),  # the attacks are named, not called, there
+                         cache_dir=cache_dir)
 
 

@@ -90,21 +90,27 @@ def panel_figure(panels: Sequence[Panel], number: str, title: str, stem: str, pa
     return fig
 
 # %% ../nbs/06a_plots.ipynb #c0591802
-def image_grid(cells, row_labels: Sequence[str], col_labels: Sequence[str], title: str, signed: bool = False,
-               cell: float = 0.8, cmap: str | None = None) -> plt.Figure:
-    "A figure of `cells[r][c]` ((H, W) arrays, or (C, H, W) images in [0, 1] when `cmap` is None and not `signed`)."
+def image_grid(cells, row_labels: Sequence[str], col_labels: Sequence[str], title: str, signed: bool | Sequence[bool] = False,
+               cell: float = 0.8, cmap: str | None | Sequence[str | None] = None) -> plt.Figure:
+    """A figure of `cells[r][c]` ((H, W) arrays, or (C, H, W) images in [0, 1] when `cmap` is None and not `signed`).
+
+    `signed` and `cmap` may also be one value per column (a column of perturbations beside a column of spectra)."""
     nr, nc = len(row_labels), len(col_labels)
+    signed = list(signed) if isinstance(signed, (list, tuple)) else [signed] * nc
+    cmap = list(cmap) if isinstance(cmap, (list, tuple)) else [cmap] * nc
+    if len(signed) != nc or len(cmap) != nc:
+        raise ValueError(f"image_grid: {nc} columns but {len(signed)} `signed` and {len(cmap)} `cmap` values")
     fig, axes = plt.subplots(nr, nc, figsize=(cell * nc + 0.8, cell * nr + 0.6), squeeze=False)
     for r, c in np.ndindex(nr, nc):
         ax, a = axes[r, c], cells[r][c]
         a = a.detach().cpu() if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
-        if a.ndim == 3 and cmap is None and not signed:
+        if a.ndim == 3 and cmap[c] is None and not signed[c]:
             show_image(ax, a)
         else:
             a = a.squeeze(0) if a.ndim == 3 else a
             lim = float(a.abs().max()) or 1.0
-            ax.imshow(a, cmap=cmap or ("RdBu_r" if signed else "gray"), vmin=-lim if signed else None,
-                      vmax=lim if signed else None)
+            ax.imshow(a, cmap=cmap[c] or ("RdBu_r" if signed[c] else "gray"), vmin=-lim if signed[c] else None,
+                      vmax=lim if signed[c] else None)
             ax.set_xticks([]); ax.set_yticks([])
         if r == 0:
             ax.set_title(col_labels[c], fontsize=8)

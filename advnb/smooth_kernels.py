@@ -8,7 +8,6 @@ model specs and cached evaluation that b2, b3 and b4 share."""
 # %% ../nbs/b1_smooth_kernels.ipynb #7ce0de47
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 
 import advnb.rlfat  # noqa: F401  (registers the TRADES objective the T models use)
 from .attacks import ATTACKS, adef, cw_l2, deepfool, eval_mode, fgsm, pgd, salt_and_pepper, validate_inputs
-from .core import atomic_write_json, code_fingerprint, content_hash, get_settings, torch_generator
+from .core import torch_generator
 from .data import DatasetInfo, _derive_seed, register_generated
 from .train import TrainSpec, register_objective, register_regularizer
 
@@ -267,21 +266,12 @@ def accuracy_curve_panel(ax, records: dict, norm: str, title: str | None = None,
 def cached_attack_records(spec: TrainSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, test_id: dict,
                           attack_settings: dict, cache_dir: Path | str | None = None, seed: int = 0) -> dict[str, dict]:
     "`attack_record` of each of Table 1's attacks (`foolbox_default_attacks(**attack_settings)`), cached per attack."
-    atk = foolbox_default_attacks(**attack_settings)
-    code = code_fingerprint(foolbox_default_attacks, attack_record, fgsm_search, pgd_search, deepfool, cw_l2, adef,
-                            salt_and_pepper, pgd, fgsm)
-    root = Path(cache_dir if cache_dir is not None else get_settings().cache_dir) / "paper_b_eval"
-    out = {}
-    for name, fn in atk.items():
-        key = content_hash({"spec": spec.key, "test": test_id, "n": len(x), "attack": name, "settings": attack_settings,
-                            "seed": seed, "code": code})
-        path = root / f"{spec.name}-{key}.json"
-        if path.exists():
-            out[name] = json.loads(path.read_text())
-            continue
-        out[name] = attack_record(model, x, y, fn, seed=seed)
-        atomic_write_json(path, out[name])
-    return out
+    from advnb.zoo import cached_result
+    code = (foolbox_default_attacks, attack_record, fgsm_search, pgd_search, deepfool, cw_l2, adef, salt_and_pepper, pgd, fgsm)
+    return {name: cached_result(spec, "paper_b_eval", {"test": test_id, "n": len(x), "attack": name,
+                                                       "settings": attack_settings, "seed": seed},
+                                lambda fn=fn: attack_record(model, x, y, fn, seed=seed), code=code, cache_dir=cache_dir)
+            for name, fn in foolbox_default_attacks(**attack_settings).items()}
 
 # %% ../nbs/b1_smooth_kernels.ipynb #f43fb59b
 def radial_frequency(h: int, w: int) -> torch.Tensor:

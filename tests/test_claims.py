@@ -32,3 +32,12 @@ def test_exceeds_and_all_hold_follow_the_one_noise_rule():
     assert claims.all_hold([None, False, True]) is False
     assert claims.all_hold(v for v in [True]) is True  # a generator works too
     assert claims.all_hold([]) is None  # nothing measured is not a success
+
+
+def test_mean_difference_is_the_unpaired_standard_error():
+    import numpy as np
+    a, b = np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.0, 1.0, 5.0])
+    d, se = claims.mean_difference(a, b)
+    assert d == pytest.approx(2.5 - 2.0)
+    assert se == pytest.approx((a.var(ddof=1) / 4 + b.var(ddof=1) / 3) ** 0.5)
+    assert claims.mean_difference([1.0], [2.0, 3.0])[1] == float("inf")  # one value: no spread, no verdict

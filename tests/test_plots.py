@@ -79,6 +79,12 @@ def test_image_grid_scales_each_cell_on_its_own_and_labels_rows_and_columns():
     assert a.get_title() == "V" and a.get_ylabel() == "k1" and b.get_ylabel() == ""
     fig2 = plots.image_grid(cells[1:], ["r"], ["grey", "rgb"], "images")  # (C, H, W) images drawn as images
     assert fig2.axes[0].images[0].get_array().shape == (2, 2, 3)
+    fig3 = plots.image_grid(cells[:1], ["k1"], ["δ", "spectrum"], "per column", signed=[True, False], cmap=[None, "magma"])
+    a, b = fig3.axes
+    assert a.images[0].get_clim() == (-2.0, 2.0) and a.images[0].get_cmap().name == "RdBu_r"
+    assert b.images[0].get_clim() == pytest.approx((0.1, 0.3)) and b.images[0].get_cmap().name == "magma"
+    with pytest.raises(ValueError, match="2 columns but 3"):
+        plots.image_grid(cells[:1], ["k1"], ["a", "b"], "t", signed=[True, False, True])
     plt.close("all")
 
 
