@@ -1,0 +1,188 @@
+"""Paper C's measurements: ReLU changes against the endpoint signs of a one-hidden-layer network, roughness, the
+spectra of perturbations against pure sinusoids and Parseval, the linear predictor against input gradients, the
+models of Table 3 and the attack of Table 6."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from advnb import implicit_fourier as C
+from advnb.models import fully_connected, full_width_conv, locally_connected
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_relu_changes_of_one_hidden_layer_equal_the_endpoint_sign_flips():
+    net = fully_connected(in_shape=(1, 5, 5), hidden=64, nonlinear=True)
+    x0, x1 = torch.rand(9, 1, 5, 5, generator=gen(1)), torch.rand(9, 1, 5, 5, generator=gen(2))
+    pre = lambda x: net.body.hidden1(net.normalize(x))  # noqa: E731
+    expected = ((pre(x0) > 0) != (pre(x1) > 0)).float().mean(1)
+    for steps in (1, 3, 16):
+        assert torch.allclose(C.relu_changes(net, x0, x1, steps=steps, batch_size=4), expected)
+    assert expected.max() > 0  # the test has sign flips to find
+
+
+def test_relu_changes_count_units_that_switch_between_the_samples():
+    # a unit that turns on and off again inside the segment is found only when a sample lands there
+    class Bump(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.relu = nn.ReLU()
+
+        def forward(self, x):  # pre-activation 1 − 16(t − 1/2)² along x = t: positive only near the middle
+            return self.relu(1 - 16 * (x.flatten(1)[:, :1] - 0.5) ** 2)
+    m = Bump()
+    x0, x1 = torch.zeros(1, 1), torch.ones(1, 1)
+    assert C.relu_changes(m, x0, x1, steps=1).item() == 0
+    assert C.relu_changes(m, x0, x1, steps=2).item() == 1
+
+
+def test_relu_states_need_relu_modules():
+    with pytest.raises(ValueError, match="no nn.ReLU"):
+        C.relu_states(fully_connected(in_shape=(1, 3, 3), hidden=4), torch.rand(2, 1, 3, 3))
+
+
+def test_roughness_is_zero_on_linear_models_and_positive_across_breakpoints():
+    lin = fully_connected(in_shape=(1, 4, 4), hidden=20)
+    net = fully_connected(in_shape=(1, 4, 4), hidden=20, nonlinear=True)
+    x0, x1 = torch.rand(6, 1, 4, 4, generator=gen(3)), torch.rand(6, 1, 4, 4, generator=gen(4))
+    cls = torch.tensor([[0, 1]] * 6)
+    assert C.roughness(lin, x0, x1, cls).abs().max() < 1e-5
+    r = C.roughness(net, x0, x1, cls)
+    assert (r > 1e-3).all() and (r <= 2).all()
+    # and it does not move the parameters' gradients or the mode
+    net.train()
+    C.roughness(net, x0, x1, cls[:, 0])
+    assert net.training and all(p.grad is None for p in net.parameters())
+
+
+def test_roughness_against_a_hand_computation():
+    net = fully_connected(in_shape=(1, 2, 2), hidden=8, nonlinear=True)
+    x0, x1 = torch.rand(1, 1, 2, 2, generator=gen(5)), torch.rand(1, 1, 2, 2, generator=gen(6))
+
+    def grad(x):
+        x = x.clone().requires_grad_(True)
+        return torch.autograd.grad(net(x)[0, 3], x)[0].flatten()
+    g0 = grad(x0)
+    hand = np.mean([1 - torch.nn.functional.cosine_similarity(grad(x0 + t * (x1 - x0)), g0, dim=0).item()
+                    for t in (0.25, 0.5, 0.75, 1.0)])
+    assert C.roughness(net, x0, x1, torch.tensor([3]), steps=4).item() == pytest.approx(hand, abs=1e-6)
+
+
+def test_random_direction_has_the_perturbations_length():
+    x, d = torch.rand(5, 3, 4, 4), 0.1 * torch.randn(5, 3, 4, 4, generator=gen(7))
+    xr = C.random_direction(x, d, seed=1)
+    assert torch.allclose((xr - x).flatten(1).norm(dim=1), d.flatten(1).norm(dim=1), atol=1e-6)
+    assert torch.equal(xr, C.random_direction(x, d, seed=1)) and not torch.equal(xr, C.random_direction(x, d, seed=2))
+
+
+def test_parseval_for_the_unnormalised_dft():
+    d = torch.randn(4, 3, 7, 6, generator=gen(8))
+    n = C.spectrum_norms(d)
+    assert torch.allclose(n["l2"] ** 2, 42 * d.double().flatten(1).pow(2).sum(1))
+    assert torch.allclose(n["l1"], torch.from_numpy(np.abs(np.fft.fft2(d.double().numpy())).reshape(4, -1).sum(1)))
+
+
+@pytest.mark.parametrize("ky,kx", [(3, 4), (0, 5), (5, 0), (2, -3), (4, 4), (-1, 6)])
+def test_radial_and_angular_peaks_of_a_sinusoid(ky, kx):
+    H, W = 16, 20
+    m, n = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    wave = torch.sin(2 * math.pi * (ky * m / H + kx * n / W) + 0.3).view(1, 1, H, W).repeat(2, 3, 1, 1)
+    rc, re = C.radial_energy(wave)
+    ac, ae = C.angular_energy(wave, bins=180)
+    assert rc[re.argmax()] == round(math.hypot(kx, ky)) and re.max() == pytest.approx(1.0)
+    angle = math.degrees(math.atan2(ky, kx)) % 180
+    assert ac[ae.argmax()] == pytest.approx(math.floor(angle) + 0.5) and ae.max() == pytest.approx(1.0)
+    assert C.mean_radius(rc, re).item() == pytest.approx(round(math.hypot(kx, ky)))
+    assert C.angular_uniformity(ae).item() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_marginals_are_distributions_per_example_and_white_noise_is_spread():
+    d = torch.randn(64, 1, 32, 32, generator=gen(9))
+    rc, re = C.radial_energy(d, per_example=True)
+    ac, ae = C.angular_energy(d, per_example=True)
+    assert re.shape == (64, len(rc)) and torch.allclose(re.sum(1), torch.ones(64, dtype=re.dtype))
+    assert ae.shape == (64, 36) and torch.allclose(ae.sum(1), torch.ones(64, dtype=ae.dtype))
+    assert C.angular_uniformity(ae.mean(0)) > 0.98  # white noise has no direction
+    # a smooth (low-pass) perturbation has a smaller mean radius than white noise
+    smooth = torch.nn.functional.avg_pool2d(d, 5, 1, 2)
+    assert C.mean_radius(*C.radial_energy(smooth)) < C.mean_radius(rc, re.mean(0)) - 2
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        C.energy_spectrum(torch.rand(3, 4, 4))
+
+
+def test_class_predictor_is_the_input_gradient_of_its_logit():
+    for model in (fully_connected(in_shape=(3, 6, 6), hidden=30, mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4)),
+                  full_width_conv(in_shape=(3, 6, 6)), locally_connected(in_shape=(3, 6, 6), channels=4)):
+        x = torch.rand(1, 3, 6, 6, requires_grad=True)
+        for c in (0, 7):
+            beta, norms = C.class_predictor(model, c)
+            g = torch.autograd.grad(model(x)[0, c], x)[0][0]
+            assert torch.allclose(beta, g, atol=1e-5)
+            assert norms["l1"].item() == pytest.approx(C.spectrum_norms(g[None])["l1"].item(), rel=1e-4)
+
+
+def test_paper_c_specs_follow_table_3_and_5():
+    s = C.paper_c_spec("full-width conv", "synthetic-cifar10", alpha=10)
+    assert s.arch == "full_width_conv" and s.arch_kwargs == {"depth": 1, "nonlinear": False, "alpha": 10.0}
+    assert s.lr == 0.002 and s.weight_decay == 0.0 and s.schedule == "linear"
+    assert C.paper_c_spec("fully connected", "x", nonlinear=True).arch_kwargs["hidden"] == 2700
+    assert C.paper_c_spec("shallow resnet", "x").arch_kwargs["nonlinear"] is True
+    assert C.paper_c_spec("resnet18", "x", width=8).arch_kwargs == {"width": 8}
+    with pytest.raises(ValueError, match="shallow models only"):
+        C.paper_c_spec("vgg19", "x", alpha=0.1)
+    with pytest.raises(ValueError, match="unknown paper C model"):
+        C.paper_c_spec("mlp", "x")
+
+
+def test_minimal_perturbations_stay_in_the_ball_and_succeed_on_a_linear_model():
+    model = fully_connected(in_shape=(1, 4, 4), hidden=16)
+    x = torch.rand(20, 1, 4, 4, generator=gen(10))
+    y = model(x).argmax(1)
+    delta, ok = C.minimal_perturbations(model, x, y, eps=0.5, steps=30, batch_size=7)
+    assert ok.any() and delta.abs().max() <= 0.5 + 1e-6 and ((x + delta) >= 0).all() and ((x + delta) <= 1).all()
+    assert (model(x + delta).argmax(1)[ok] != y[ok]).all() and (delta[~ok] == 0).all()
+
+
+def test_model_at_reads_initial_epoch_and_in_epoch_checkpoints(tmp_path):
+    from advnb import zoo
+    from advnb.train import build_from_spec
+    spec = C.paper_c_spec("bounded conv", "synthetic-mnist", n_per_class=4, epochs=2, batch_size=10, seed=3,
+                          eval_n_per_class=2, checkpoint_every=2)  # 40 images: 4 steps per epoch
+    zoo.get(spec, cache_dir=tmp_path, show_progress=False)
+    same = lambda a, b: all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))  # noqa: E731
+    assert same(C.model_at(spec, 0, cache_dir=tmp_path), build_from_spec(spec))
+    assert same(C.model_at(spec, 0.5, cache_dir=tmp_path), zoo.load_checkpoint(spec, step=2, cache_dir=tmp_path))
+    assert same(C.model_at(spec, 2, cache_dir=tmp_path), zoo.load_epoch(spec, 2, cache_dir=tmp_path))
+    assert not same(C.model_at(spec, 1.5, cache_dir=tmp_path), C.model_at(spec, 1, cache_dir=tmp_path))
+    with pytest.raises(ValueError, match="kept every 2 steps"):
+        C.model_at(spec, 0.25, cache_dir=tmp_path)
+    hist = zoo.history(spec, cache_dir=tmp_path)
+    assert C.best_epoch(spec, cache_dir=tmp_path) == max(hist, key=lambda r: (r["test_acc"], -r["epoch"]))["epoch"]
+
+
+def test_paper_c_models_leave_out_a_diverged_run(isolated_settings, monkeypatch, capsys):
+    from advnb import zoo
+    from advnb.train import NonFiniteLossError
+
+    def boom(spec, **kw):
+        raise NonFiniteLossError("loss is nan at epoch 1")
+    monkeypatch.setattr(zoo, "get", boom)
+    out = C.paper_c_models({"lc α=10": ("locally connected", False, 10.0)}, "synthetic-mnist")
+    assert out["lc α=10"][1] is None and "diverged" in capsys.readouterr().out
+
+
+def test_alpha_and_nearer_comparisons():
+    rec = lambda r: {"n_success": len(r), "mean_radius": r}  # noqa: E731
+    recs = {"a α=0.1": rec([1.0, 1.1, 0.9]), "a α=10": rec([3.0, 3.1, 2.9]), "b α=0.1": rec([1.0, 1.2]),
+            "b α=10": rec([0.5, 0.7])}
+    assert C.alpha_raises_frequency(recs, ["a"], [0.1, 1, 10])[0] is True
+    assert C.alpha_raises_frequency(recs, ["a", "b"], [0.1, 1, 10])[0] is False
+    assert C.alpha_raises_frequency(recs, ["a", "c"], [0.1, 10])[0] is None  # c is missing: inconclusive
+    near = {"lc": rec([2.0, 2.0]), "fc": rec([2.5, 2.5]), "fw": rec([1.0, 1.0])}
+    assert C.nearer(near, "lc", "fc", "fw")[0] is True and C.nearer(near, "lc", "fw", "fc")[0] is False
+    assert C.nearer(near, "lc", "fc", "missing")[0] is None
