@@ -472,6 +472,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'advnb.spectral.layer_singular_values': ('e1_spectral.html#layer_singular_values', 'advnb/spectral.py'),
                                 'advnb.spectral.loss_variation': ('e1_spectral.html#loss_variation', 'advnb/spectral.py'),
                                 'advnb.spectral.margins': ('e1_spectral.html#margins', 'advnb/spectral.py'),
+                                'advnb.spectral.paper_e_data': ('e1_spectral.html#paper_e_data', 'advnb/spectral.py'),
+                                'advnb.spectral.paper_e_label': ('e1_spectral.html#paper_e_label', 'advnb/spectral.py'),
                                 'advnb.spectral.paper_e_specs': ('e1_spectral.html#paper_e_specs', 'advnb/spectral.py'),
                                 'advnb.spectral.singular_value_stats': ('e1_spectral.html#singular_value_stats', 'advnb/spectral.py'),
                                 'advnb.spectral.target_probability': ('e1_spectral.html#target_probability', 'advnb/spectral.py')},

@@ -16,8 +16,8 @@ from .train import Callback, TrainSpec, register_callback, register_objective
 
 # %% auto #0
 __all__ = ['AR_STRENGTHS', 'conv_singular_values', 'layer_singular_values', 'singular_value_stats', 'SpectralNormalisation',
-           'margins', 'target_probability', 'loss_variation', 'fgsm_at_objective', 'paper_e_specs',
-           'generalisation_record', 'cached_generalisation_record', 'gap_se']
+           'margins', 'target_probability', 'loss_variation', 'fgsm_at_objective', 'paper_e_specs', 'paper_e_data',
+           'paper_e_label', 'generalisation_record', 'cached_generalisation_record', 'gap_se']
 
 # %% ../nbs/e1_spectral.ipynb #455bb51d
 def conv_singular_values(weight: torch.Tensor, n: int) -> torch.Tensor:
@@ -153,6 +153,18 @@ def paper_e_specs(dataset: str, strengths=AR_STRENGTHS, eps_unit: float = 1 / 25
         else:
             out[s] = base.replace(objective="fgsm_at", objective_kwargs=dict(eps=eps))
     return out
+
+# %% ../nbs/e1_spectral.ipynb #32b8df16
+def paper_e_data(dataset: str, n_per_class: int | None = None, n_test: int = 10000, seed: int = 0):
+    "(train_xy, test_xy): every training image the models were trained on, and `n_test` seeded test images."
+    from advnb.data import load_dataset, take
+    train_ds = load_dataset(dataset, "train", n_per_class=n_per_class, seed=seed)
+    return take(train_ds, len(train_ds)), take(load_dataset(dataset, "test"), n_test, seed=seed)
+
+
+def paper_e_label(dataset: str, arch: str, arch_kwargs: dict, scale: str) -> str:
+    "'<dataset>, <arch>-<depth>, <scale> scale', the label of every table, figure and claim of e2–e4."
+    return f"{dataset}, {arch}-{arch_kwargs.get('depth', 56)}, {scale} scale"
 
 # %% ../nbs/e1_spectral.ipynb #2f1e7292
 def generalisation_record(model: nn.Module, train_xy, test_xy, eps: float, alpha: float, steps: int,

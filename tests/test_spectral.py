@@ -142,3 +142,14 @@ def test_generalisation_record_and_gap_se():
     assert r["loss gap"] == pytest.approx(r["test loss"] - r["train loss"]) and len(r["test margins"]) == 10
     tl, te_l = torch.tensor(r["train losses"]), torch.tensor(r["test losses"])
     assert S.gap_se(r) == pytest.approx(float((tl.var() / 20 + te_l.var() / 10).sqrt()), rel=1e-6)
+
+
+def test_paper_e_data_gives_the_images_the_models_trained_on():
+    from advnb.data import take
+    from advnb.train import train_data
+    spec = S.paper_e_specs("synthetic-mnist", n_per_class=3, seed=2)[0]
+    (xtr, ytr), (xte, yte) = S.paper_e_data("synthetic-mnist", n_per_class=3, n_test=20, seed=2)
+    x_seen, y_seen = take(train_data(spec), len(train_data(spec)))
+    assert torch.equal(xtr, x_seen) and torch.equal(ytr, y_seen) and len(ytr) == 30
+    assert len(yte) == 20 and torch.bincount(yte, minlength=10).min() == 2  # seeded, class-balanced
+    assert S.paper_e_label("cifar10", "fixup_resnet", {"depth": 110}, "paper") == "cifar10, fixup_resnet-110, paper scale"
