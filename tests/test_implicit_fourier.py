@@ -186,3 +186,23 @@ def test_alpha_and_nearer_comparisons():
     near = {"lc": rec([2.0, 2.0]), "fc": rec([2.5, 2.5]), "fw": rec([1.0, 1.0])}
     assert C.nearer(near, "lc", "fc", "fw")[0] is True and C.nearer(near, "lc", "fw", "fc")[0] is False
     assert C.nearer(near, "lc", "fc", "missing")[0] is None
+
+
+def test_display_helpers_centre_the_spectrum_and_draw_what_there_is():
+    import matplotlib.pyplot as plt
+    H, W = 8, 10
+    m, n = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    wave = torch.cos(2 * math.pi * (2 * m / H + 3 * n / W)).view(1, H, W)
+    s = C.log_spectrum(wave)
+    peaks = {tuple(i) for i in (s >= s.max() - 1e-9).nonzero().tolist()}
+    assert peaks == {(H // 2 + 2, W // 2 + 3), (H // 2 - 2, W // 2 - 3)}  # ±k, with zero frequency at the centre
+    assert C.mean_spectrum_image({"n_success": 0}).shape == (2, 2)
+    rec = {"n_success": 3, "radial_centres": [0, 1], "radial": [0.5, 0.5]}
+    fig, ax = plt.subplots()
+    C.alpha_energy_panel({"lc α=0.1": rec, "lc α=10": {**rec, "n_success": 0}}, "lc", [0.1, 1, 10])(ax)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["α=0.1"]  # α=1 absent, α=10 never succeeded
+    fig2, ax2 = plt.subplots()
+    C.mean_bars({"a": [1.0, 3.0], "b": [], "c": [4.0]}, "y")(ax2)
+    heights = [p.get_height() for p in ax2.patches]
+    assert heights[0] == 2.0 and math.isnan(heights[1]) and heights[2] == 4.0
+    plt.close("all")
