@@ -1,6 +1,7 @@
 """The image datasets of the five papers (CIFAR-10, CIFAR-100, MNIST, Fashion-MNIST, STL-10), loaded through
 torchvision into uint8 tensors held in memory, and synthetic look-alikes of each (same tensor shape and class
-count, real learnable structure) for smoke runs and tests; deterministic class-balanced subsets, seeded
+count, real learnable structure) for smoke runs and tests; paper E's Tiny-ImageNet, read from its own folder
+where a user has it; deterministic class-balanced subsets, seeded
 loaders whose augmentation is reproducible, and the papers' pad-crop-flip augmentation.
 Images are float tensors in [0, 1]; normalisation lives inside the models."""
 
@@ -25,11 +26,11 @@ from .core import content_hash, get_settings, torch_generator
 
 # %% auto #0
 __all__ = ['SYNTHETIC_PREFIX', 'CIFAR10_CLASSES', 'CIFAR100_CLASSES', 'MNIST_CLASSES', 'FASHIONMNIST_CLASSES', 'STL10_CLASSES',
-           'SHAPES', 'ORIENTATIONS', 'HUES', 'LEVELS', 'DATASETS', 'SYNTHETIC_DEFAULT_PER_CLASS', 'GENERATORS',
-           'SPLITS', 'DatasetInfo', 'synthetic_factors', 'synthetic_class_names', 'augmentation_policy', 'crop_flip',
-           'ImageTensorDataset', 'MissingDatasetError', 'DamagedDatasetError', 'dataset_path', 'render_synthetic',
-           'make_synthetic', 'register_generated', 'dataset_info', 'load_dataset', 'subset', 'KeyedSampler',
-           'make_loader', 'take']
+           'TINYIMAGENET_INFO', 'SHAPES', 'ORIENTATIONS', 'HUES', 'LEVELS', 'DATASETS', 'SYNTHETIC_DEFAULT_PER_CLASS',
+           'GENERATORS', 'SPLITS', 'DatasetInfo', 'synthetic_factors', 'synthetic_class_names', 'augmentation_policy',
+           'crop_flip', 'ImageTensorDataset', 'MissingDatasetError', 'DamagedDatasetError', 'dataset_path',
+           'tinyimagenet_classes', 'render_synthetic', 'make_synthetic', 'register_generated', 'dataset_info',
+           'load_dataset', 'subset', 'KeyedSampler', 'make_loader', 'take']
 
 # %% ../nbs/01_data.ipynb #2efa7e93
 @dataclass(frozen=True)
@@ -86,6 +87,10 @@ _REAL_INFOS = [
     DatasetInfo("fashionmnist", (1, 28, 28), 10, (0.2860,), (0.3530,), FASHIONMNIST_CLASSES),
     DatasetInfo("stl10", (3, 96, 96), 10, (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713), STL10_CLASSES),
 ]
+# read from its own folder layout (no torchvision class, no download, no synthetic look-alike); the class names come
+# with the data (wnids.txt), so these are placeholders
+TINYIMAGENET_INFO = DatasetInfo("tinyimagenet", (3, 64, 64), 200, (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821),
+                                [f"class {i}" for i in range(200)])
 
 # %% ../nbs/01_data.ipynb #0b24aa2e
 SHAPES = ("disc", "square", "triangle", "ring", "cross")
@@ -118,6 +123,7 @@ for _i in _REAL_INFOS:
     DATASETS[SYNTHETIC_PREFIX + _i.name] = replace(
         _i, name=SYNTHETIC_PREFIX + _i.name, classes=synthetic_class_names(_i.num_classes, _i.shape[0]))
 del _i
+DATASETS[TINYIMAGENET_INFO.name] = TINYIMAGENET_INFO
 
 # %% ../nbs/01_data.ipynb #11d8ad1d
 def augmentation_policy(info: DatasetInfo) -> tuple[int, bool]:
@@ -248,6 +254,19 @@ class MissingDatasetError(FileNotFoundError):
 
     def __init__(self, name: str, split: str, path: Path, root: Path, detail: str | None = None):
         self.dataset, self.split, self.path, self.root = name, split, Path(path), Path(root)
+        if name in _OWN_LAYOUT:  # no download: say where the folder goes and where to get it
+            folder, url, layout = _OWN_LAYOUT[name]
+            msg = (f"dataset {name!r} ({split} split) was not found: looked for {path} (the folder {folder}/ under "
+                   f"data_root = {root}, holding {layout}).\n"
+                   f"advnb cannot download it (download=True does not help). Fix it in one of two ways:\n"
+                   f"  1. download {url} and unzip it into {root}, so that {path} exists, or\n"
+                   f"  2. point `data_root` in settings.ini, or the environment variable ADVNB_DATA_ROOT, at a folder "
+                   f"that already contains {folder}/.\n"
+                   f"It has no synthetic look-alike.")
+            if detail:
+                msg += f"\n({detail})"
+            super().__init__(msg)
+            return
         msg = (f"dataset {name!r} ({split} split) was not found: looked for {path} "
                f"(torchvision's layout under data_root = {root}).\n"
                f"Fix it in one of two ways:\n"
@@ -266,26 +285,34 @@ class DamagedDatasetError(ValueError):
 
     def __init__(self, name: str, split: str, path: Path, detail: str):
         self.dataset, self.split, self.path = name, split, Path(path)
+        again = (f"unzip {_OWN_LAYOUT[name][1]} again" if name in _OWN_LAYOUT
+                 else "delete the folder and load with download=True")
         super().__init__(f"dataset {name!r} ({split} split): the files in {path} are damaged ({detail}). "
-                         f"Copy them again from a good source (or delete the folder and load with download=True).")
+                         f"Copy them again from a good source (or {again}).")
 
 
 # name -> (torchvision class, folder under data_root that torchvision reads)
 _TORCHVISION = {"cifar10": ("CIFAR10", "cifar-10-batches-py"), "cifar100": ("CIFAR100", "cifar-100-python"),
                 "mnist": ("MNIST", "MNIST/raw"), "fashionmnist": ("FashionMNIST", "FashionMNIST/raw"),
                 "stl10": ("STL10", "stl10_binary")}
+# name -> (folder under data_root, where to get it, what the folder holds): datasets read from their own layout
+_OWN_LAYOUT = {"tinyimagenet": ("tiny-imagenet-200", "https://cs231n.stanford.edu/tiny-imagenet-200.zip",
+                                "wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG and val/val_annotations.txt")}
 _REAL_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def dataset_path(name: str, root: Path | str | None = None) -> Path:
-    "The folder torchvision reads real dataset `name` from, under `root` (default: the `data_root` setting)."
+    "The folder real dataset `name` is read from (torchvision's, or its own: Tiny-ImageNet), under `root` (default: `data_root`)."
     root = Path(root) if root is not None else get_settings().data_root
-    return root / _TORCHVISION[name][1]
+    return root / (_OWN_LAYOUT[name][0] if name in _OWN_LAYOUT else _TORCHVISION[name][1])
 
 # %% ../nbs/01_data.ipynb #430c747a
 def _load_real(name: str, split: str, root: Path, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
     key = (name, split, str(root.resolve()))
     if key in _REAL_CACHE:
+        return _REAL_CACHE[key]
+    if name in _OWN_LAYOUT:  # read from its own folder; never downloaded
+        _REAL_CACHE[key] = _load_tinyimagenet(split, root)
         return _REAL_CACHE[key]
     cls_name, _ = _TORCHVISION[name]
     path = dataset_path(name, root)
@@ -314,6 +341,78 @@ def _load_real(name: str, split: str, root: Path, download: bool) -> tuple[torch
                                   f"[{int(y.min()) if len(y) else 0}, {int(y.max()) if len(y) else 0}]; expected {k} classes 0..{k - 1}")
     _REAL_CACHE[key] = (x, y)
     return x, y
+
+# %% ../nbs/01_data.ipynb #384a3f31
+def tinyimagenet_classes(path: Path) -> list[str]:
+    "Tiny-ImageNet's 200 class names in label order: `wnids.txt`'s ids, named from `words.txt` where it is there."
+    wnids = (Path(path) / "wnids.txt").read_text().split()
+    words = {}
+    if (Path(path) / "words.txt").is_file():
+        for line in (Path(path) / "words.txt").read_text(encoding="utf-8", errors="replace").splitlines():
+            wnid, _, text = line.partition("\t")
+            words[wnid.strip()] = text.split(",")[0].strip()
+    names = [f"{words[w]} ({w})" if words.get(w) else w for w in wnids]
+    return names + [f"class {i} (not in this folder)" for i in range(len(names), TINYIMAGENET_INFO.num_classes)]
+
+
+def _read_rgb(file: Path, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+    try:
+        with Image.open(file) as im:
+            a = np.asarray(im.convert("RGB"))
+    except OSError as e:
+        raise OSError(f"{file.name}: {e}") from None
+    if a.shape[:2] != size:
+        raise ValueError(f"{file.name} is {a.shape[1]}×{a.shape[0]} pixels, expected {size[1]}×{size[0]}")
+    return a
+
+
+def _load_tinyimagenet(split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    "uint8 images (N, 3, 64, 64) and int64 labels of Tiny-ImageNet's `split` (`test` is its labelled val/ folder)."
+    from concurrent.futures import ThreadPoolExecutor
+    name, info = "tinyimagenet", TINYIMAGENET_INFO
+    path = dataset_path(name, root)
+    sub = path / ("train" if split == "train" else "val")
+    if not (path / "wnids.txt").is_file() or not sub.is_dir():
+        missing = "wnids.txt" if path.is_dir() and not (path / "wnids.txt").is_file() else sub.name + "/"
+        raise MissingDatasetError(name, split, path, root, detail=f"{missing} is not there" if path.is_dir() else None)
+    wnids = (path / "wnids.txt").read_text().split()
+    label = {w: i for i, w in enumerate(wnids)}
+    if not wnids or len(label) != len(wnids) or len(wnids) > info.num_classes:
+        raise DamagedDatasetError(name, split, path, f"wnids.txt lists {len(wnids)} ids ({len(label)} distinct); "
+                                  f"expected at most {info.num_classes} distinct ones")
+    if split == "train":
+        files, labels = [], []
+        for w in wnids:
+            d = sub / w / "images"
+            if not d.is_dir():
+                raise DamagedDatasetError(name, split, path, f"train/{w}/images/ is missing")
+            fs = sorted(f for f in d.iterdir() if f.suffix.lower() in (".jpeg", ".jpg", ".png"))
+            files += fs
+            labels += [label[w]] * len(fs)
+    else:
+        ann = sub / "val_annotations.txt"
+        if not ann.is_file() or not (sub / "images").is_dir():
+            raise MissingDatasetError(name, split, path, root, detail="val/val_annotations.txt or val/images/ is not there")
+        files, labels = [], []
+        for line in ann.read_text().splitlines():
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            if len(parts) < 2 or parts[1] not in label:
+                raise DamagedDatasetError(name, split, path, f"val_annotations.txt line {line!r} names no wnid of wnids.txt")
+            files.append(sub / "images" / parts[0])
+            labels.append(label[parts[1]])
+    if not files:
+        raise DamagedDatasetError(name, split, path, f"no images in {sub}")
+    x = np.empty((len(files), *info.shape[1:], 3), dtype=np.uint8)
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:  # PIL decodes outside the GIL
+            for i, a in enumerate(pool.map(lambda f: _read_rgb(f, info.shape[1:]), files)):
+                x[i] = a
+    except (OSError, ValueError) as e:  # unreadable, truncated, missing or wrongly sized images
+        raise DamagedDatasetError(name, split, path, f"{type(e).__name__}: {e}") from None
+    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels, dtype=torch.int64)
 
 # %% ../nbs/01_data.ipynb #6ff44493
 SYNTHETIC_DEFAULT_PER_CLASS = {10: {"train": 100, "test": 20}, 100: {"train": 20, "test": 5}}
@@ -466,6 +565,8 @@ def load_dataset(name: str, split: str = "train", root: Path | str | None = None
     root = Path(root) if root is not None else settings.data_root
     download = settings.download if download is None else bool(download)
     x, y = _load_real(name, split, root, download)
+    if name in _OWN_LAYOUT:  # its class names come with the data
+        info = replace(info, classes=tinyimagenet_classes(dataset_path(name, root)))
     ds = ImageTensorDataset(x, y, info, augment)
     return ds if n_per_class is None else subset(ds, n_per_class, seed)
 

@@ -1,5 +1,5 @@
 """Every network the papers train (ResNet-18, pre-activation ResNets, Wide ResNets, VGG-19, paper B's small
-CNN, paper C's linear and nonlinear shallow models, paper E's Fixup ResNets), built by
+CNN, paper C's linear and nonlinear shallow models, paper E's Fixup ResNets and Tiny-ImageNet WRN-50-2), built by
 `build_model(arch, ...)`. Each takes images in [0, 1], normalises them in its first layer (so attacks work
 in pixel space), has width and depth knobs, works at 1×28×28, 3×32×32 and 3×96×96, and exposes named
 intermediate layers through `extract_features`."""
@@ -25,8 +25,8 @@ __all__ = ['ARCHITECTURES', 'Normalize', 'FeatureMixin', 'feature_layers', 'extr
            'preact_resnet110', 'WideBlock', 'WideResNet', 'wrn', 'wrn34_10', 'wrn40_2', 'VGG', 'vgg19', 'SimpleCNN',
            'simple_cnn', 'CircularConv2d', 'LocallyConnected2d', 'ShallowNet', 'ResidualBlock', 'fully_connected',
            'full_width_conv', 'bounded_conv', 'locally_connected', 'shallow_resnet', 'end_to_end_weights', 'FixupBlock',
-           'FixupResNet', 'fixup_resnet', 'fixup_resnet56', 'fixup_resnet110', 'arch_knobs', 'build_model',
-           'count_parameters']
+           'FixupResNet', 'fixup_resnet', 'fixup_resnet56', 'fixup_resnet110', 'WRN50_2', 'wrn50_2', 'arch_knobs',
+           'build_model', 'count_parameters']
 
 # %% ../nbs/02_models.ipynb #b6e77ebe
 class Normalize(nn.Module):
@@ -650,6 +650,37 @@ def fixup_resnet110(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *
     "Fixup ResNet-110 (paper E)."
     return FixupResNet(num_classes, in_shape, mean, std, depth=110, width=width)
 
+# %% ../nbs/02_models.ipynb #67becafc
+class WRN50_2(FeatureMixin, nn.Module):
+    "WRN-50-2 (bottleneck, width factor 2: torchvision's `wide_resnet50_2`) behind `Normalize`, paper E's small-input stem."
+    feature_layers = OrderedDict([("conv1", "body.relu"), ("layer1", "body.layer1"), ("layer2", "body.layer2"),
+                                  ("layer3", "body.layer3"), ("layer4", "body.layer4"), ("penultimate", "body.avgpool"),
+                                  ("logits", "body.fc")])
+
+    def __init__(self, num_classes=200, in_shape=(3, 64, 64), mean=None, std=None, stem="small"):
+        super().__init__()
+        from torchvision.models import wide_resnet50_2
+        if stem not in ("small", "imagenet"):
+            raise ValueError(f"wrn50_2: stem must be 'small' (paper E, 64×64) or 'imagenet', got {stem!r}")
+        c = _check_shape(in_shape)[0]
+        self.normalize = _make_normalize(in_shape, mean, std)
+        self.body = wide_resnet50_2(weights=None, num_classes=num_classes)
+        if stem == "small":  # App. D.2: a 3×3 stride-1 first convolution and no max-pool, for 64×64 inputs
+            self.body.conv1, self.body.maxpool = nn.Conv2d(c, 64, 3, 1, 1, bias=False), nn.Identity()
+        elif c != 3:
+            self.body.conv1 = nn.Conv2d(c, 64, 7, 2, 3, bias=False)
+        for m in self.body.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.xavier_uniform_(m.weight)  # App. D.2
+
+    def forward(self, x):
+        return self.body(self.normalize(x))
+
+
+def wrn50_2(num_classes=200, in_shape=(3, 64, 64), mean=None, std=None, *, stem: str = "small") -> WRN50_2:
+    "Paper E's Tiny-ImageNet network: WRN-50-2 (torchvision's) with a 3×3 stride-1 stem and no max-pool."
+    return WRN50_2(num_classes, in_shape, mean, std, stem=stem)
+
 # %% ../nbs/02_models.ipynb #594cefcc
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18,
@@ -661,6 +692,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "fully_connected": fully_connected, "full_width_conv": full_width_conv, "bounded_conv": bounded_conv,
     "locally_connected": locally_connected, "shallow_resnet": shallow_resnet,
     "fixup_resnet": fixup_resnet, "fixup_resnet56": fixup_resnet56, "fixup_resnet110": fixup_resnet110,
+    "wrn50_2": wrn50_2,
 }
 
 # %% ../nbs/02_models.ipynb #5b0f0658

@@ -139,7 +139,8 @@ def paper_e_specs(dataset: str, strengths=AR_STRENGTHS, eps_unit: float = 1 / 25
     "TrainSpecs of paper E's models on `dataset`, keyed by AR strength (in units of `eps_unit`)."
     if attack not in ("pgd", "fgsm"):
         raise ValueError(f"attack must be 'pgd' or 'fgsm', got {attack!r}")
-    base = TrainSpec(arch=arch, dataset=dataset, arch_kwargs=dict(arch_kwargs or {"depth": 56}), n_per_class=n_per_class,
+    base = TrainSpec(arch=arch, dataset=dataset, arch_kwargs=dict({"depth": 56} if arch_kwargs is None else arch_kwargs),
+                     n_per_class=n_per_class,
                      augment=augment, lr=lr, milestones=tuple(milestones), weight_decay=weight_decay, epochs=epochs,
                      batch_size=batch_size, seed=seed, eval_n_per_class=eval_n_per_class,
                      callbacks=((("spectral_normalisation", {"sigma": float(sn)}),) if sn else ()))
@@ -163,8 +164,9 @@ def paper_e_data(dataset: str, n_per_class: int | None = None, n_test: int = 100
 
 
 def paper_e_label(dataset: str, arch: str, arch_kwargs: dict, scale: str) -> str:
-    "'<dataset>, <arch>-<depth>, <scale> scale', the label of every table, figure and claim of e2–e4."
-    return f"{dataset}, {arch}-{arch_kwargs.get('depth', 56)}, {scale} scale"
+    "'<dataset>, <arch>-<depth>, <scale> scale' (no depth for an arch without one), the label of e2–e4's tables, figures, claims."
+    depth = arch_kwargs.get("depth", 56 if arch.startswith("fixup_resnet") else None)
+    return f"{dataset}, {arch}{'' if depth is None else f'-{depth}'}, {scale} scale"
 
 # %% ../nbs/e1_spectral.ipynb #2f1e7292
 def generalisation_record(model: nn.Module, train_xy, test_xy, eps: float, alpha: float, steps: int,

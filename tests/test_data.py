@@ -352,3 +352,99 @@ def test_a_generated_dataset_loads_by_name_and_is_found_from_a_fresh_process():
     code = "from advnb.data import dataset_info; import sys; print(dataset_info('fourshapes').num_classes)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "4"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tiny-ImageNet (paper E): read from its own folder layout, never downloaded
+
+TINY_WNIDS = ["n02124075", "n01443537", "n04067472"]  # wnids.txt order, deliberately not sorted
+
+
+def _fake_tiny_imagenet(root, n_train=(3, 2, 2), grey=True):
+    """A tiny `tiny-imagenet-200/` folder: train image j of class i is the flat colour (20 i + j, 100, 200), a val
+    image's red channel is 50 + 20 (its class) + 5 k; val files are named against their class order, so only the
+    annotations file can give the right labels."""
+    from PIL import Image
+    tin = root / "tiny-imagenet-200"
+    (tin / "val" / "images").mkdir(parents=True)
+    (tin / "wnids.txt").write_text("\n".join(TINY_WNIDS) + "\n")
+    (tin / "words.txt").write_text("n02124075\tEgyptian cat\nn01443537\tgoldfish, Carassius auratus\n")
+    for i, (w, n) in enumerate(zip(TINY_WNIDS, n_train)):
+        d = tin / "train" / w / "images"
+        d.mkdir(parents=True)
+        (tin / "train" / w / f"{w}_boxes.txt").write_text("")  # present in the real layout, not an image
+        for j in range(n):
+            Image.new("RGB", (64, 64), (20 * i + j, 100, 200)).save(d / f"{w}_{j}.JPEG", "JPEG", quality=100)
+    if grey:  # a few real Tiny-ImageNet images are greyscale
+        Image.new("L", (64, 64), 77).save(tin / "train" / TINY_WNIDS[2] / "images" / f"{TINY_WNIDS[2]}_9.JPEG", "JPEG")
+    val = [(2, 0), (0, 1), (1, 2), (2, 3)]  # (class, k): val_k.JPEG
+    lines = []
+    for c, k in val:
+        Image.new("RGB", (64, 64), (50 + 20 * c + 5 * k, 0, 0)).save(tin / "val" / "images" / f"val_{k}.JPEG", "JPEG",
+                                                                     quality=100)
+        lines.append(f"val_{k}.JPEG\t{TINY_WNIDS[c]}\t0\t0\t63\t63")
+    (tin / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    return tin
+
+
+def test_tinyimagenet_is_registered_without_a_synthetic_lookalike():
+    info = DATASETS["tinyimagenet"]
+    assert (info.shape, info.num_classes, len(info.classes), len(info.mean), len(info.std)) == ((3, 64, 64), 200, 200, 3, 3)
+    assert "synthetic-tinyimagenet" not in DATASETS and augmentation_policy(info) == (8, True)
+
+
+def test_tinyimagenet_from_its_folder(tmp_path, no_download):
+    _fake_tiny_imagenet(tmp_path)
+    tr = load_dataset("tinyimagenet", "train", root=tmp_path)
+    te = load_dataset("tinyimagenet", "test", root=tmp_path)
+    # labels follow wnids.txt's order; files in sorted order within a class (…_9 of the grey image comes last)
+    assert tr.y.tolist() == [0, 0, 0, 1, 1, 2, 2, 2] and tr.y.dtype == torch.int64
+    assert te.y.tolist() == [2, 0, 1, 2]  # from val_annotations.txt, not from file order or names
+    for ds, n in ((tr, 8), (te, 4)):
+        assert tuple(ds.x.shape) == (n, 3, 64, 64) and ds.x.dtype == torch.uint8 and ds.num_classes == 200
+        x = ds.images
+        assert x.dtype == torch.float32 and 0 <= float(x.min()) and float(x.max()) <= 1
+    red = tr.images[:, 0].mean((1, 2)) * 255
+    assert torch.allclose(red[:7], torch.tensor([0., 1, 2, 20, 21, 40, 41]), atol=2)  # each image with its label
+    assert torch.allclose(tr.images[7].mean((1, 2)) * 255, torch.full((3,), 77.0), atol=2)  # grey → 3 equal channels
+    assert torch.allclose(te.images[:, 0].mean((1, 2)) * 255, torch.tensor([90., 55, 80, 105]), atol=2)
+    assert tr.classes[:4] == ["Egyptian cat (n02124075)", "goldfish (n01443537)", "n04067472",
+                              "class 3 (not in this folder)"]
+    assert load_dataset("tinyimagenet", "train", root=tmp_path).x is tr.x  # the in-memory cache
+    with pytest.warns(UserWarning, match="fewer"):
+        sub = load_dataset("tinyimagenet", "train", root=tmp_path, n_per_class=2, seed=0)  # 197 classes are empty
+    assert sub.class_counts()[:3].tolist() == [2, 2, 2] and not no_download
+
+
+def test_missing_tinyimagenet_says_where_to_put_it_and_where_to_get_it(tmp_path, monkeypatch, no_download):
+    monkeypatch.setenv("ADVNB_DATA_ROOT", str(tmp_path))
+    core.get_settings(reload=True)
+    try:
+        for split, download in (("train", None), ("test", True)):  # no download even when one is allowed
+            with pytest.raises(MissingDatasetError) as ei:
+                load_dataset("tinyimagenet", split, download=download)
+            e, msg = ei.value, str(ei.value)
+            assert e.path == tmp_path / "tiny-imagenet-200" and str(e.path) in msg and f"({split} split)" in msg
+            assert "https://cs231n.stanford.edu/tiny-imagenet-200.zip" in msg and "unzip it into" in msg
+            assert "data_root" in msg and "settings.ini" in msg and "ADVNB_DATA_ROOT" in msg
+            assert "wnids.txt" in msg and "val_annotations.txt" in msg and "cannot download" in msg
+    finally:
+        monkeypatch.undo()
+        core.get_settings(reload=True)
+    assert not no_download and list(tmp_path.iterdir()) == []  # nothing downloaded, nothing created
+    tin = _fake_tiny_imagenet(tmp_path)
+    (tin / "val" / "val_annotations.txt").unlink()  # a half-copied folder is missing too, and says what it lacks
+    with pytest.raises(MissingDatasetError, match="val_annotations.txt or val/images/ is not there"):
+        load_dataset("tinyimagenet", "test", root=tmp_path)
+
+
+def test_damaged_tinyimagenet(tmp_path):
+    tin = _fake_tiny_imagenet(tmp_path)
+    bad = tin / "train" / TINY_WNIDS[1] / "images" / f"{TINY_WNIDS[1]}_0.JPEG"
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated
+    with pytest.raises(data.DamagedDatasetError, match=f"{bad.name}.*tiny-imagenet-200.zip again"):
+        load_dataset("tinyimagenet", "train", root=tmp_path)
+    with (tin / "val" / "val_annotations.txt").open("a") as f:
+        f.write("val_9.JPEG\tn99999999\t0\t0\t63\t63\n")
+    with pytest.raises(data.DamagedDatasetError, match="n99999999"):
+        load_dataset("tinyimagenet", "test", root=tmp_path)

@@ -32,6 +32,7 @@ SMALL = {
     "locally_connected-relu": ("locally_connected", {"channels": 2, "nonlinear": True}),
     "shallow_resnet": {"width": 4},
     "fixup_resnet": {"depth": 8, "width": 1},
+    "wrn50_2": {"stem": "imagenet"},  # torchvision's stride-4 stem: cheap at these sizes (paper E's stem: below)
 }
 
 
@@ -292,6 +293,8 @@ def test_known_parameter_counts():
         assert _count(f"preact_resnet{d}") == _count("preact_resnet", depth=d)
     assert 0.26e6 < _count("preact_resnet20") < 0.28e6 and 1.7e6 < _count("preact_resnet110") < 1.75e6
     assert _count("resnet18", width=32) < _count("resnet18") / 3  # width is a real knob
+    assert _count("wrn50_2", (3, 224, 224), 1000, stem="imagenet") == 68_883_240  # torchvision's WRN-50-2
+    assert _count("wrn50_2", (3, 64, 64), 1000) == 68_883_240 - 7 * 7 * 3 * 64 + 3 * 3 * 3 * 64  # paper E's 3x3 stem
 
 
 def test_build_model_errors_and_metadata():
@@ -324,3 +327,29 @@ def test_build_model_takes_statistics_from_a_dataset():
     torch.testing.assert_close(m.normalize.std.flatten(), torch.tensor(info.std, dtype=torch.float32).expand(info.shape[0]))
     m2 = build_model("resnet18", dataset=name, mean=0.0, std=1.0, width=2)  # explicit statistics win
     assert torch.equal(m2.normalize.std, torch.ones_like(m2.normalize.std))
+
+
+def test_wrn50_2_bottleneck_width_2_on_64x64():
+    "Paper E's Tiny-ImageNet network: 50 layers of bottleneck blocks whose 3×3 convolutions are twice ResNet-50's width."
+    from torchvision.models.resnet import Bottleneck
+    torch.manual_seed(0)
+    m = build_model("wrn50_2", 200, (3, 64, 64), mean=[0.48, 0.45, 0.40], std=[0.28, 0.27, 0.28]).eval()
+    assert isinstance(next(m.children()), Normalize)
+    with torch.no_grad():
+        feats = extract_features(m, torch.rand(1, 3, 64, 64))
+    assert feats["logits"].shape == (1, 200)
+    # App. D.2: a 3×3 stride-1 first convolution and no max-pool, so the four groups see 64, 32, 16 and 8 pixels
+    assert [tuple(feats[k].shape[1:]) for k in ("conv1", "layer1", "layer2", "layer3", "layer4")] == [
+        (64, 64, 64), (256, 64, 64), (512, 32, 32), (1024, 16, 16), (2048, 8, 8)]
+    groups = [m.body.layer1, m.body.layer2, m.body.layer3, m.body.layer4]
+    assert [len(g) for g in groups] == [3, 4, 6, 3] and all(isinstance(b, Bottleneck) for g in groups for b in g)
+    assert [g[0].conv2.out_channels for g in groups] == [128, 256, 512, 1024]  # 2 × ResNet-50's 64, 128, 256, 512
+    assert [g[0].conv3.out_channels for g in groups] == [256, 512, 1024, 2048]  # bottleneck outputs as ResNet-50's
+    convs = [mod for n, mod in m.named_modules() if isinstance(mod, nn.Conv2d) and "downsample" not in n]
+    assert len(convs) + 1 == 50  # 49 convolutions and the classifier
+    assert any(isinstance(mod, nn.BatchNorm2d) for mod in m.modules())  # BatchNorm kept for Tiny-ImageNet
+    w = m.body.layer3[2].conv2.weight  # Xavier-uniform: U(±sqrt(6 / (fan_in + fan_out)))
+    bound = math.sqrt(6 / (w.shape[1] * 9 + w.shape[0] * 9))
+    assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.95 * bound
+    with pytest.raises(ValueError, match="stem"):
+        build_model("wrn50_2", stem="cifar")
