@@ -31,8 +31,8 @@ import torch
 __all__ = ['SCALES', 'ENV_PREFIX', 'SETTINGS_FILE', 'SETTINGS_SECTION', 'SettingsError', 'Settings', 'find_settings_file',
            'load_settings', 'get_settings', 'seed_everything', 'torch_generator', 'get_device', 'atomic_path',
            'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'canonical_json', 'content_hash',
-           'code_fingerprint', 'Run', 'start_run', 'current_run', 'output_name', 'save_figure', 'markdown_table',
-           'save_table', 'progress']
+           'code_fingerprint', 'Run', 'variant_name', 'start_run', 'current_run', 'output_name', 'save_figure',
+           'markdown_table', 'save_table', 'progress']
 
 # %% ../nbs/00_core.ipynb #6bd7579f
 SCALES = ("smoke", "quick", "paper")
@@ -114,7 +114,7 @@ def find_settings_file(environ: dict | None = None, start: Path | None = None) -
     return None
 
 # %% ../nbs/00_core.ipynb #69c1f31e
-_OTHER_VARIABLES = ("SETTINGS", "PLAIN_PROGRESS")  # ADVNB_* variables that are not settings
+_OTHER_VARIABLES = ("SETTINGS", "PLAIN_PROGRESS", "VARIANT")  # ADVNB_* variables that are not settings
 
 
 def _check_variable_names(environ, keys) -> None:
@@ -352,6 +352,12 @@ class Run:
     scale: str
     seed: int
     root: Path
+    variant: str = ""  # a parameter override rendered beside the scale's own run, e.g. "epochs=40" (`advnb run --set`)
+
+    @property
+    def suffix(self) -> str:
+        "What a variant adds to the names of this run's figures, tables, claims and rendered notebook: `@<variant>`."
+        return f"@{self.variant}" if self.variant else ""
 
     @property
     def figures_dir(self) -> Path: return self.root / "figures"
@@ -366,13 +372,25 @@ class Run:
 _current_run: Run | None = None
 
 
-def start_run(notebook: str, scale: str = "smoke", seed: int = 0, reports_dir: Path | str | None = None) -> Run:
-    "Seed everything and make `reports/<scale>/` the destination of this notebook's figures, tables and claims."
+def variant_name(overrides: dict) -> str:
+    "The name of a parameter override, from its values: `{'epochs': 40, 'lr': 0.01}` → `epochs=40,lr=0.01`."
+    def text(v):
+        return v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+    name = ",".join(f"{k}={text(v)}" for k, v in sorted(overrides.items()))
+    return "".join(c if c.isalnum() or c in "=,.-_+[]" else "_" for c in name)
+
+
+def start_run(notebook: str, scale: str = "smoke", seed: int = 0, reports_dir: Path | str | None = None,
+              variant: str | None = None) -> Run:
+    """Seed everything and make `reports/<scale>/` the destination of this notebook's figures, tables and claims.
+    `variant` (default: `$ADVNB_VARIANT`, which `advnb run --set` sets) tags all of them, so a run with overridden
+    parameters is kept beside the scale's own run instead of replacing it."""
     global _current_run
     if scale not in SCALES:
         raise SettingsError(f"scale={scale!r} is not one of {', '.join(SCALES)}")
     root = Path(reports_dir) if reports_dir is not None else get_settings().reports_dir
-    run = Run(notebook=notebook, scale=scale, seed=int(seed), root=(root / scale).resolve())
+    variant = os.environ.get(ENV_PREFIX + "VARIANT", "") if variant is None else variant
+    run = Run(notebook=notebook, scale=scale, seed=int(seed), root=(root / scale).resolve(), variant=variant)
     run.figures_dir.mkdir(parents=True, exist_ok=True)
     run.tables_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(run.seed)
@@ -396,7 +414,7 @@ def save_figure(fig, name: str, paper: str | None = None, number: str | int | No
                 dpi: int = 150, run: Run | None = None) -> list[Path]:
     "Save `fig` as PNG and PDF under the run's `figures/`, named after the paper's figure `number`."
     run = run or current_run()
-    stem = output_name(name, paper, number, "fig")
+    stem = output_name(name, paper, number, "fig") + run.suffix
     paths = []
     for ext in ("png", "pdf"):
         p = run.figures_dir / f"{stem}.{ext}"
@@ -423,7 +441,7 @@ def save_table(df, name: str, paper: str | None = None, number: str | int | None
                floatfmt: str = ".4g", run: Run | None = None) -> list[Path]:
     "Save a DataFrame as CSV and Markdown under the run's `tables/`, named after the paper's table `number`."
     run = run or current_run()
-    stem = output_name(name, paper, number, "table")
+    stem = output_name(name, paper, number, "table") + run.suffix
     csv = atomic_write_text(run.tables_dir / f"{stem}.csv", df.to_csv())
     md = atomic_write_text(run.tables_dir / f"{stem}.md", markdown_table(df, floatfmt))
     return [csv, md]

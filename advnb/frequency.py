@@ -19,7 +19,7 @@ from .attacks import accuracy
 
 # %% auto #0
 __all__ = ['FULL_SCALE', 'frequency_radius', 'low_pass_mask', 'centred_spectrum', 'low_pass', 'high_pass', 'swap_high_frequency',
-           'scale_grid', 'accuracy_over_scales', 'log_amplitude_spectrum', 'region_mean',
+           'scale_grid', 'accuracy_over_scales', 'log_amplitude_spectrum', 'region_mean', 'log_amplitude_excess',
            'high_frequency_energy_fraction']
 
 # %% ../nbs/a1_frequency.ipynb #6093a0fd
@@ -88,6 +88,15 @@ def region_mean(spectrum: torch.Tensor, lo: float = 0.5, hi: float = FULL_SCALE)
     r = frequency_radius(*spectrum.shape[-2:])
     m = (r > lo) & (r <= hi + 1e-9)
     return float(spectrum[m.to(spectrum.device)].mean())
+
+
+def log_amplitude_excess(x_adv: torch.Tensor, x: torch.Tensor, lo: float = 0.5, hi: float = FULL_SCALE,
+                         eps: float = 1e-8) -> torch.Tensor:
+    "Per image: the mean over lo < r ≤ hi of log|F(x_adv)| − log|F(x)| (channels averaged), so the claims get a spread."
+    d = torch.log(centred_spectrum(x_adv).abs() + eps) - torch.log(centred_spectrum(x).abs() + eps)
+    d = d.reshape(d.shape[0], -1, *d.shape[-2:]).mean(1)
+    r = frequency_radius(*d.shape[-2:], device=d.device)
+    return d[:, (r > lo) & (r <= hi + 1e-9)].mean(-1).float()
 
 
 def high_frequency_energy_fraction(x: torch.Tensor, scale: float = 0.5) -> torch.Tensor:

@@ -13,6 +13,7 @@ import ast
 import concurrent.futures as cf
 import contextlib
 import datetime as _dt
+import glob
 import html
 import json
 import logging
@@ -25,12 +26,13 @@ from pathlib import Path
 import yaml
 
 import advnb
-from .core import SCALES, SettingsError, atomic_write_json, atomic_write_text, content_hash, get_device, get_settings
+from .core import (SCALES, SettingsError, atomic_write_json, atomic_write_text, content_hash, get_device, get_settings,
+                        variant_name)
 
 # %% auto #0
 __all__ = ['RunnerError', 'find_project', 'list_notebooks', 'notebook_parameters', 'load_param_sets', 'validate_param_sets',
            'package_fingerprint', 'notebook_fingerprint', 'last_state', 'render_html', 'NotebookInterrupted',
-           'run_notebook', 'build_index', 'report_fingerprint', 'run', 'list_status', 'main']
+           'run_notebook', 'build_index', 'report_fingerprint', 'parse_overrides', 'run', 'list_status', 'main']
 
 # %% ../nbs/07_runner.ipynb #1afcb9bd
 class RunnerError(Exception):
@@ -201,20 +203,27 @@ class NotebookInterrupted(KeyboardInterrupt):
         self.state = state
 
 
-def run_notebook(path: Path, scale: str, params: dict, reports_root: Path, kernel_name: str = "python3") -> dict:
-    "Execute one notebook with papermill into `reports_root/<scale>/`, render HTML; return its state record."
+def run_notebook(path: Path, scale: str, params: dict, reports_root: Path, kernel_name: str = "python3",
+                 variant: str = "") -> dict:
+    """Execute one notebook with papermill into `reports_root/<scale>/`, render HTML; return its state record.
+    A `variant` (a parameter override's name) renders to `<stem>@<variant>` and tags the run's outputs (`ADVNB_VARIANT`)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     path, reports_root = Path(path), Path(reports_root)
     reports = reports_root / scale
     reports.mkdir(parents=True, exist_ok=True)
-    out_nb, out_html = reports / f"{path.stem}.ipynb", reports / f"{path.stem}.html"
+    stem = path.stem + (f"@{variant}" if variant else "")
+    out_nb, out_html = reports / f"{stem}.ipynb", reports / f"{stem}.html"
     kernel_env = dict(ADVNB_REPORTS_DIR=str(reports_root.resolve()), ADVNB_PLAIN_PROGRESS="1",
-                      PYDEVD_DISABLE_FILE_VALIDATION="1")
+                      PYDEVD_DISABLE_FILE_VALIDATION="1", ADVNB_VARIANT=variant or None)
     saved_env = {k: os.environ.get(k) for k in kernel_env}
-    os.environ.update(kernel_env)  # the kernel inherits our environment; restored below
+    os.environ.update({k: v for k, v in kernel_env.items() if v is not None})  # the kernel inherits it; restored below
+    if not variant:
+        os.environ.pop("ADVNB_VARIANT", None)
     state = {"notebook": path.name, "scale": scale, "params": params, "status": "running",
              "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    if variant:
+        state["variant"] = variant
     t0 = time.time()
     try:
         with _quiet_papermill():
@@ -257,7 +266,8 @@ def build_index(reports_root: Path, scale: str, notebooks: list[Path] | None = N
     from advnb.claims import claims_table
     reports = Path(reports_root) / scale
     reports.mkdir(parents=True, exist_ok=True)
-    stems = [p.stem for p in notebooks] if notebooks else sorted(p.stem for p in reports.glob("*.ipynb"))
+    stems = [p.stem for p in notebooks] if notebooks else sorted(p.stem for p in reports.glob("*.ipynb") if "@" not in p.stem)
+    stems = [v for s in stems for v in [s, *sorted(p.stem for p in reports.glob(f"{glob.escape(s)}@*.ipynb"))]]  # variants
     rows = []
     for stem in stems:
         st = last_state(reports, stem) or {}
@@ -311,15 +321,31 @@ def _select(notebooks: list[Path], names: list[str]) -> list[Path]:
         raise RunnerError(f"no notebook {', '.join(missing)} in nbs/ (have: {', '.join(p.stem for p in notebooks)})")
     return [by.get(n) or by[Path(n).stem] for n in names]
 
+# %% ../nbs/07_runner.ipynb #55970ad5
+def parse_overrides(items: list[str]) -> dict:
+    "`['epochs=40', 'alphas=[0.1, 1]']` → `{'epochs': 40, 'alphas': [0.1, 1]}` (values read as YAML)."
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise RunnerError(f"--set {item!r}: write NAME=VALUE, e.g. --set epochs=40")
+        try:
+            out[name.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise RunnerError(f"--set {item!r}: the value is not valid YAML ({e})") from None
+    return out
+
+
 # %% ../nbs/07_runner.ipynb #8e997b08
 def _run_one(args):
     "Run one notebook, its state file saying `running` until it ends (so a killed run is never taken for ok)."
-    path, scale, params, reports_root, fingerprint = args
-    state_file = _state_path(Path(reports_root) / scale, Path(path).stem)
+    path, scale, params, reports_root, fingerprint, *rest = args
+    variant = rest[0] if rest else ""
+    state_file = _state_path(Path(reports_root) / scale, Path(path).stem + (f"@{variant}" if variant else ""))
     atomic_write_json(state_file, {"notebook": Path(path).name, "scale": scale, "params": params, "status": "running",
                                    "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
     try:
-        state = run_notebook(path, scale, params, reports_root)
+        state = run_notebook(path, scale, params, reports_root, variant=variant)
     except NotebookInterrupted as e:
         atomic_write_json(state_file, e.state)
         raise
@@ -329,8 +355,10 @@ def _run_one(args):
 
 
 def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1, force: bool = False,
-        project: Path | None = None, reports_dir: Path | None = None, log=print) -> int:
-    "Run notebooks at `scale`; returns the number that failed. See `advnb run --help`."
+        project: Path | None = None, reports_dir: Path | None = None, log=print, overrides: dict | None = None) -> int:
+    """Run notebooks at `scale`; returns the number that failed. See `advnb run --help`. `overrides` ({parameter:
+    value}, `--set`) change the selected notebooks' parameters on top of `params/<scale>.yaml` and render them as a
+    variant, `<stem>@<name=value,...>`, beside the scale's own run (figures, tables and claims tagged the same way)."""
     scale = scale or get_settings().scale
     project = Path(project) if project else find_project()
     reports_root = Path(reports_dir) if reports_dir else get_settings().reports_dir
@@ -338,6 +366,13 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
     param_sets = load_param_sets(project, scale)
     validate_param_sets(param_sets, notebooks, scale)
     selected = _select(notebooks, names or [])
+    variant = variant_name(overrides) if overrides else ""
+    if overrides:
+        selected = [nb for nb in selected if not _is_report(nb)]
+        if not names:
+            raise RunnerError("--set changes parameters of the notebooks you name: add them (advnb list shows each "
+                              "notebook's parameters)")
+        validate_param_sets({nb.stem: overrides for nb in selected}, notebooks, f"{scale} (--set)")
     reports = reports_root / scale
     get_device()  # ADVNB_DEVICE=cuda on a machine without CUDA stops here, not in every notebook
     try:
@@ -347,12 +382,13 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
                           "settings.ini, ADVNB_REPORTS_DIR or --reports-dir to a writable folder") from None
     skipped = 0
 
-    def due(nb: Path, fp: str) -> bool:
+    def due(nb: Path, fp: str, variant: str = "") -> bool:
         nonlocal skipped
-        st = last_state(reports, nb.stem)
+        stem = nb.stem + (f"@{variant}" if variant else "")
+        st = last_state(reports, stem)
         if not force and st and st.get("status") == "ok" and st.get("fingerprint") == fp \
-                and (reports / f"{nb.stem}.html").exists():
-            log(f"skip  {nb.stem} (unchanged since its last successful run; --force to run it again)")
+                and (reports / f"{stem}.html").exists():
+            log(f"skip  {stem} (unchanged since its last successful run; --force to run it again)")
             skipped += 1
             return False
         return True
@@ -360,14 +396,14 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
     todo = []
     for nb in selected:
         if not _is_report(nb):
-            params = param_sets.get(nb.stem, {})
+            params = {**param_sets.get(nb.stem, {}), **(overrides or {})}
             fp = notebook_fingerprint(nb, params, scale)
-            if due(nb, fp):
-                todo.append((nb, scale, params, reports_root, fp))
+            if due(nb, fp, variant):
+                todo.append((nb, scale, params, reports_root, fp, variant))
     log(f"advnb run: scale={scale}, {len(todo)} notebook(s) to run, jobs={jobs}, reports in {reports}")
     failed, done, t_start = [], [], time.time()
     def report(state):
-        stem = Path(state["notebook"]).stem
+        stem = Path(state["notebook"]).stem + (f"@{state['variant']}" if state.get("variant") else "")
         msg = f"{state['status']:6} {stem:24} {state['seconds']:7.1f} s  -> {reports / (stem + '.html')}"
         if state["status"] != "ok":
             failed.append(state)
@@ -390,7 +426,7 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
                 params = param_sets.get(nb.stem, {})
                 fp = report_fingerprint(nb, params, scale, reports, notebooks)
                 if due(nb, fp):
-                    report(_run_one((nb, scale, params, reports_root, fp)))
+                    report(_run_one((nb, scale, params, reports_root, fp, "")))
     except KeyboardInterrupt as e:
         where = e.state["notebook"] if isinstance(e, NotebookInterrupted) else "between notebooks"
         index = build_index(reports_root, scale, notebooks)
@@ -427,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--scale", choices=SCALES, default=None, help="parameter set (default: the `scale` setting)")
     r.add_argument("--jobs", type=int, default=1, help="notebooks run in parallel")
     r.add_argument("--force", action="store_true", help="run even when unchanged since the last successful run")
+    r.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
+                   help="override a parameter of the named notebooks (a YAML value; repeatable); the run is rendered "
+                        "beside the scale's own as <notebook>@<NAME=VALUE,...>, its claims and figures tagged the same")
     for p in (r, sub.add_parser("list", help="notebooks, their parameters and last run status"),
               sub.add_parser("report", help="rebuild reports/<scale>/index.html")):
         p.add_argument("--project", type=Path, default=None, help="folder with nbs/ and params/")
@@ -437,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         get_settings(reload=True)  # the environment of this command, read (and checked) before anything runs
         if a.cmd == "run":
-            return 1 if run(a.scale, a.notebooks, a.jobs, a.force, a.project, a.reports_dir) else 0
+            return 1 if run(a.scale, a.notebooks, a.jobs, a.force, a.project, a.reports_dir,
+                            overrides=parse_overrides(a.overrides)) else 0
         if a.cmd == "list":
             list_status(a.project, a.reports_dir)
             return 0

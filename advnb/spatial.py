@@ -13,23 +13,34 @@ import torch
 from .frequency import high_frequency_energy_fraction
 
 # %% auto #0
-__all__ = ['neighbour_correlation', 'at_bound_fraction', 'local_consistency']
+__all__ = ['neighbour_correlation', 'interior_mask', 'at_bound_fraction', 'local_consistency']
 
 # %% ../nbs/a2_spatial.ipynb #8c70af03
-def neighbour_correlation(delta: torch.Tensor) -> torch.Tensor:
+def neighbour_correlation(delta: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Per image: the mean over channels of the Pearson correlation of δ with its right and its lower neighbour
-    (the average of both). δ is (N, C, H, W); a channel that is constant contributes 0."""
+    (the average of both). δ is (N, C, H, W); a channel that is constant contributes 0. With a boolean `mask` of δ's
+    shape, only neighbour pairs whose two pixels are both in the mask count; channels without such a pair are left out of
+    the mean, and an image with none at all gives NaN."""
     d = delta.double()
+    m = torch.ones_like(d, dtype=torch.bool) if mask is None else mask.expand_as(d).bool()
 
-    def corr(a, b):
-        a = a.flatten(2) - a.flatten(2).mean(-1, keepdim=True)
-        b = b.flatten(2) - b.flatten(2).mean(-1, keepdim=True)
+    def corr(a, b, w):
+        w = w.flatten(2).double()
+        a, b = a.flatten(2), b.flatten(2)
+        cnt = w.sum(-1, keepdim=True).clamp_min(1)
+        a = (a - (a * w).sum(-1, keepdim=True) / cnt) * w
+        b = (b - (b * w).sum(-1, keepdim=True) / cnt) * w
         den = (a.pow(2).sum(-1) * b.pow(2).sum(-1)).sqrt()
-        return torch.where(den > 0, (a * b).sum(-1) / den.clamp_min(1e-300), torch.zeros_like(den))
+        return torch.where(den > 0, (a * b).sum(-1) / den.clamp_min(1e-300), torch.zeros_like(den)), w.sum(-1)
+    horizontal, nh = corr(d[..., :, :-1], d[..., :, 1:], m[..., :, :-1] & m[..., :, 1:])
+    vertical, nv = corr(d[..., :-1, :], d[..., 1:, :], m[..., :-1, :] & m[..., 1:, :])
+    r = torch.where(nh + nv > 0, (horizontal + vertical) / 2, torch.full_like(nh, float("nan")))  # per channel
+    return r.nanmean(1).float()
 
-    horizontal = corr(d[..., :, :-1], d[..., :, 1:])
-    vertical = corr(d[..., :-1, :], d[..., 1:, :])
-    return ((horizontal + vertical) / 2).mean(1).float()
+
+def interior_mask(x: torch.Tensor, lo: float = 0.1, hi: float = 0.9) -> torch.Tensor:
+    "Where the clip to [0, 1] does not decide the sign of a perturbation of size ≤ min(lo, 1 − hi): lo < x < hi."
+    return (x > lo) & (x < hi)
 
 
 def at_bound_fraction(delta: torch.Tensor, eps: float, tol: float = 1e-6) -> torch.Tensor:
@@ -37,8 +48,11 @@ def at_bound_fraction(delta: torch.Tensor, eps: float, tol: float = 1e-6) -> tor
     return (delta.abs() >= eps - tol).flatten(1).float().mean(1)
 
 
-def local_consistency(delta: torch.Tensor, eps: float) -> dict[str, torch.Tensor]:
-    "The three per-image statistics of a batch of perturbations δ."
-    return {"neighbour correlation": neighbour_correlation(delta),
-            "high-frequency energy share (r>0.5)": high_frequency_energy_fraction(delta, 0.5),
-            "share at the bound": at_bound_fraction(delta, eps)}
+def local_consistency(delta: torch.Tensor, eps: float, x: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    "The per-image statistics of a batch of perturbations δ (with the clean images `x`, also the interior-pixel correlation)."
+    out = {"neighbour correlation": neighbour_correlation(delta),
+           "high-frequency energy share (r>0.5)": high_frequency_energy_fraction(delta, 0.5),
+           "share at the bound": at_bound_fraction(delta, eps)}
+    if x is not None:
+        out["neighbour correlation, interior pixels"] = neighbour_correlation(delta, interior_mask(x))
+    return out

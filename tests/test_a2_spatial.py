@@ -37,3 +37,29 @@ def test_bound_share_and_bundle():
     sign_noise = eps * torch.sign(torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2)))
     hf = local_consistency(sign_noise, eps)["high-frequency energy share (r>0.5)"]
     assert float(hf.mean()) == pytest.approx(0.80, abs=0.05)  # white noise: the ring's share of the plane
+
+
+def test_masked_neighbour_correlation_counts_only_pairs_inside_the_mask():
+    g = torch.Generator().manual_seed(3)
+    noise = torch.randn(6, 2, 16, 16, generator=g)
+    smooth = torch.arange(16.0)[None, None, None, :].expand(6, 2, 16, 16)
+    everywhere = torch.ones_like(noise, dtype=torch.bool)
+    assert torch.allclose(neighbour_correlation(noise, everywhere), neighbour_correlation(noise), atol=1e-6)
+    # smooth ramp on the left half, white noise on the right: the mask picks either half's behaviour
+    d = torch.where(torch.arange(16) < 8, smooth, noise)
+    left = (torch.arange(16) < 8).expand_as(d)
+    assert float(neighbour_correlation(d, left).min()) > 0.95
+    assert abs(float(neighbour_correlation(d, ~left).mean())) < 0.1
+    # a pair counts only when both pixels are inside: a checkerboard mask has no such pair -> NaN
+    checker = ((torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 == 0).expand_as(d)
+    assert torch.isnan(neighbour_correlation(d, checker)).all()
+
+
+def test_interior_mask_and_the_interior_statistic():
+    from advnb.spatial import interior_mask
+    x = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0]).reshape(1, 1, 1, 5)
+    assert interior_mask(x).flatten().tolist() == [False, False, True, False, False]
+    d = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    s = local_consistency(d, 0.1, x=torch.full((2, 1, 8, 8), 0.5))
+    assert torch.allclose(s["neighbour correlation, interior pixels"], s["neighbour correlation"], atol=1e-6)
+    assert "neighbour correlation, interior pixels" not in local_consistency(d, 0.1)

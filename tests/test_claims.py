@@ -26,12 +26,39 @@ def test_holds_must_be_boolean_or_none(tmp_path):
 
 
 def test_exceeds_and_all_hold_follow_the_one_noise_rule():
-    assert claims.exceeds(0.3, 0.1) is True and claims.exceeds(0.15, 0.1) is None and claims.exceeds(-0.01, 0.1) is False
+    assert claims.exceeds(0.3, 0.1) is True and claims.exceeds(0.15, 0.1) is None
+    # symmetric: the wrong sign decides only beyond noise too
+    assert claims.exceeds(-0.01, 0.1) is None and claims.exceeds(-0.3, 0.1) is False
+    assert claims.exceeds(float("nan"), 0.1) is None and claims.exceeds(0.5, float("nan")) is None
     assert claims.all_hold([True, True]) is True
     assert claims.all_hold([True, None, True]) is None
     assert claims.all_hold([None, False, True]) is False
     assert claims.all_hold(v for v in [True]) is True  # a generator works too
     assert claims.all_hold([]) is None  # nothing measured is not a success
+
+
+@pytest.mark.parametrize("se", [0.01, 0.2, 3.0])
+def test_half_a_standard_error_is_inconclusive_and_three_decide(se):
+    assert claims.exceeds(0.5 * se, se) is None and claims.exceeds(-0.5 * se, se) is None
+    assert claims.exceeds(3 * se, se) is True and claims.exceeds(-3 * se, se) is False
+    verdict, evidence = claims.compare(3 * se, se, "binomial")
+    assert verdict is True and evidence == {"d": round(3 * se, 4), "se": round(se, 4), "se_method": "binomial"}
+    assert claims.RULE in claims.criterion_text("acc(a) - acc(b)", "binomial")
+
+
+def test_bootstrap_se_of_a_mean_is_sd_over_root_n_and_resamples_rows_together():
+    import numpy as np
+    d = np.random.default_rng(1).normal(0.0, 2.0, 500)
+    se = claims.bootstrap_se(np.mean, d, n_boot=2000)
+    assert se == pytest.approx(d.std(ddof=1) / 500 ** 0.5, rel=0.1)
+    assert claims.bootstrap_se(np.mean, d, seed=3) == claims.bootstrap_se(np.mean, d, seed=3)  # seeded
+    # paired: the difference of a column with itself never varies, whatever rows are drawn
+    assert claims.bootstrap_se(lambda a, b: a.mean() - b.mean(), d, d.copy()) == 0.0
+    # but two independent columns do
+    assert claims.bootstrap_se(lambda a, b: a.mean() - b.mean(), d, d[::-1].copy()) > 0.05
+    assert np.isnan(claims.bootstrap_se(lambda a: float("nan"), d, n_boot=5))
+    with pytest.raises(ValueError, match="one length"):
+        claims.bootstrap_se(lambda a, b: 0.0, d, d[:10])
 
 
 def test_mean_difference_is_the_unpaired_standard_error():

@@ -147,3 +147,57 @@ def test_duplicate_keys_in_a_param_file_are_an_error(project):
         runner.load_param_sets(project, "quick")
     (project / "params" / "quick.yaml").write_text(".base: &b {n: 1}\na_ok: {<<: *b, n: 2}\n")  # merge + override: fine
     assert runner.load_param_sets(project, "quick") == {"a_ok": {"n": 2}}
+
+
+def test_set_renders_a_variant_beside_the_scale_run_with_its_own_claims_and_tables(project):
+    make_notebook(project / "nbs" / "c_claim.ipynb", 'scale = "smoke"\nseed = 0\nepochs = 2',
+                  "from advnb.core import start_run, save_table\nfrom advnb import claims\nimport pandas as pd\n"
+                  "run = start_run('c_claim', scale=scale, seed=seed)\n"
+                  "save_table(pd.DataFrame({'epochs': [epochs]}), 'result', paper='T', number=2)\n"
+                  "claims.record('T.1.c', paper='T', section='1', statement='s', paper_value=1, our_value=epochs, holds=epochs > 5)")
+    reports = project / "reports"
+    quiet = lambda *_: None  # noqa: E731
+    assert runner.run("smoke", ["c_claim"], project=project, reports_dir=reports, log=quiet) == 0
+    logs = []
+    assert runner.run("smoke", ["c_claim"], project=project, reports_dir=reports, log=logs.append,
+                      overrides=runner.parse_overrides(["epochs=10"])) == 0
+    out = reports / "smoke"
+    assert (out / "c_claim.html").exists() and (out / "c_claim@epochs=10.html").exists()
+    assert (out / "tables" / "T_table2_result.csv").read_text().strip().endswith("2")  # the scale's own, untouched
+    assert (out / "tables" / "T_table2_result@epochs=10.csv").read_text().strip().endswith("10")
+    ledger = {r["id"]: r for r in map(json.loads, (out / "claims.jsonl").read_text().splitlines())}
+    assert ledger["T.1.c"]["holds"] is False and ledger["T.1.c"]["our_value"] == 2
+    v = ledger["T.1.c@epochs=10"]
+    assert v["holds"] is True and v["our_value"] == 10 and v["notebook"] == "c_claim@epochs=10" and "variant epochs=10" in v["notes"]
+    assert json.loads((out / ".state" / "c_claim@epochs=10.json").read_text())["variant"] == "epochs=10"
+    index = (out / "index.html").read_text()
+    assert "c_claim@epochs=10.html" in index and "T.1.c@epochs=10" in index
+    # the same override again is skipped; the plain run is not affected by it
+    logs.clear()
+    runner.run("smoke", ["c_claim"], project=project, reports_dir=reports, log=logs.append, overrides={"epochs": 10})
+    assert any(l.startswith("skip  c_claim@epochs=10") for l in logs)
+    logs.clear()
+    runner.run("smoke", ["c_claim"], project=project, reports_dir=reports, log=logs.append)
+    assert any(l.startswith("skip  c_claim ") for l in logs)
+
+
+@pytest.mark.parametrize("items,needle", [
+    (["epochs"], "write NAME=VALUE"),
+    (["=3"], "write NAME=VALUE"),
+    (["epochs=[1,"], "not valid YAML"),
+])
+def test_set_values_are_checked(items, needle):
+    with pytest.raises(RunnerError, match=needle):
+        runner.parse_overrides(items)
+
+
+def test_set_is_validated_against_every_named_notebook_and_needs_names(project):
+    reports = project / "reports"
+    with pytest.raises(RunnerError, match="unknown parameter 'n'"):  # b_fail has no n
+        runner.run("smoke", ["a_ok", "b_fail"], project=project, reports_dir=reports, log=lambda *_: None, overrides={"n": 4})
+    with pytest.raises(RunnerError, match="n='four' is a str"):
+        runner.run("smoke", ["a_ok"], project=project, reports_dir=reports, log=lambda *_: None, overrides={"n": "four"})
+    with pytest.raises(RunnerError, match="notebooks you name"):
+        runner.run("smoke", project=project, reports_dir=reports, log=lambda *_: None, overrides={"n": 4})
+    assert not (reports / "smoke").exists()
+    assert runner.parse_overrides(["n=4", "rate=0.5", "name=y", "ls=[1, 2]"]) == {"n": 4, "rate": 0.5, "name": "y", "ls": [1, 2]}
