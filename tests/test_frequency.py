@@ -114,3 +114,17 @@ def test_paper_a_specs_default_to_the_papers_setting():
     a = paper_a_specs(dataset="synthetic-cifar10", width=8, n_per_class=30, epochs=2, milestones=[], lr=0.05)
     b = paper_a_specs(dataset="synthetic-cifar10", width=8, n_per_class=30, epochs=2, milestones=(), lr=0.05)
     assert a["ADV"].key == b["ADV"].key
+
+
+def test_log_amplitude_excess_is_the_per_image_region_mean_of_the_spectrum_difference():
+    import torch
+    from advnb.frequency import log_amplitude_excess, log_amplitude_spectrum, region_mean
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 3, 16, 16, generator=g) * 0.5 + 0.25
+    checker = ((torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 * 2 - 1).float() * 0.05
+    adv = x + checker  # energy added at the highest frequency (the corner)
+    per_image = log_amplitude_excess(adv, x)
+    assert per_image.shape == (6,)
+    assert float(log_amplitude_excess(x, x).abs().max()) == 0.0
+    assert float(per_image.mean()) == pytest.approx(region_mean(log_amplitude_spectrum(adv) - log_amplitude_spectrum(x), 0.5), abs=1e-4)
+    assert float(log_amplitude_excess(adv, x, lo=1.0).min()) > 0  # the corner r > 1 holds the checkerboard
