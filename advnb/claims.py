@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from .core import SCALES, atomic_write_text, current_run, get_settings
 
 # %% auto #0
 __all__ = ['RULE', 'Claim', 'record', 'load_claims', 'verdict', 'claims_table', 'accuracy_difference_se', 'paired_difference',
-           'mean_difference', 'exceeds', 'bootstrap_se', 'compare', 'criterion_text', 'all_hold']
+           'mean_difference', 'exceeds', 'bootstrap_se', 'compare', 'criterion_text', 'all_hold', 'split_variant',
+           'combined_verdict', 'across_seeds']
 
 # %% ../nbs/04_claims.ipynb #dec3ed59
 @dataclass
@@ -185,3 +187,38 @@ def all_hold(verdicts) -> bool | None:
     if any(v is False for v in verdicts):
         return False
     return True if verdicts and all(v is True for v in verdicts) else None
+
+# %% ../nbs/04_claims.ipynb #c49ba8db
+_VARIANT_SPLIT = re.compile(r",(?=[A-Za-z_]\w*=)")  # between `name=value` pairs (a value may hold commas: [1,2])
+
+
+def split_variant(claim_id: str) -> tuple[str, dict]:
+    "`'A-1@epochs=40,seed=1'` → `('A-1', {'epochs': '40', 'seed': '1'})`; an id without a variant → `(id, {})`."
+    base, sep, variant = claim_id.partition("@")
+    return base, dict(p.split("=", 1) for p in _VARIANT_SPLIT.split(variant)) if sep else {}
+
+
+def combined_verdict(verdicts) -> str:
+    "Several seeds' verdicts (True/False/None) in one phrase: holds in every seed, holds in none, or mixed."
+    verdicts = list(verdicts)
+    if verdicts and all(v is True for v in verdicts):
+        return "holds in every seed"
+    return "holds in none" if all(v is not True for v in verdicts) else "mixed"
+
+# %% ../nbs/04_claims.ipynb #f9446fb2
+def across_seeds(scale: str | None = None, reports_dir: Path | str | None = None):
+    """One row per claim run with several seeds: its verdict at each seed and the combined verdict. Claims whose ids
+    differ only in `seed` are grouped (other parts of the variant, such as `epochs=40`, stay in `claim`)."""
+    import pandas as pd
+    df = load_claims(scale, reports_dir)
+    rows = {}
+    for cid, holds in zip(df["id"], df["holds"]):
+        base, variant = split_variant(cid)
+        if "seed" not in variant:
+            continue
+        seed = variant.pop("seed")
+        claim = base + ("@" + ",".join(f"{k}={v}" for k, v in variant.items()) if variant else "")
+        rows.setdefault(claim, {})[f"seed {seed}"] = None if holds is None or holds != holds else bool(holds)
+    out = pd.DataFrame([{"claim": c, **{k: verdict(v) for k, v in sorted(s.items())},
+                         "seeds": len(s), "combined": combined_verdict(s.values())} for c, s in rows.items()])
+    return out.set_index("claim").sort_index() if len(out) else out

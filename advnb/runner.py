@@ -13,6 +13,7 @@ import ast
 import concurrent.futures as cf
 import contextlib
 import datetime as _dt
+import itertools
 import glob
 import html
 import json
@@ -30,9 +31,10 @@ from .core import (SCALES, SettingsError, atomic_write_json, atomic_write_text, 
                         variant_name)
 
 # %% auto #0
-__all__ = ['RunnerError', 'find_project', 'list_notebooks', 'notebook_parameters', 'load_param_sets', 'validate_param_sets',
-           'package_fingerprint', 'notebook_fingerprint', 'last_state', 'render_html', 'NotebookInterrupted',
-           'run_notebook', 'build_index', 'report_fingerprint', 'parse_overrides', 'run', 'list_status', 'main']
+__all__ = ['EXECUTORS', 'SLURM_OPTIONS', 'RunnerError', 'find_project', 'list_notebooks', 'notebook_parameters',
+           'load_param_sets', 'validate_param_sets', 'package_fingerprint', 'notebook_fingerprint', 'last_state',
+           'render_html', 'NotebookInterrupted', 'run_notebook', 'build_index', 'report_fingerprint', 'parse_overrides',
+           'expand_grid', 'slurm_options', 'submitit_parameters', 'submit_jobs', 'run', 'list_status', 'main']
 
 # %% ../nbs/07_runner.ipynb #1afcb9bd
 class RunnerError(Exception):
@@ -125,6 +127,23 @@ def _type_ok(default, value) -> bool:
     return isinstance(value, type(default))
 
 # %% ../nbs/07_runner.ipynb #73156e07
+def _grid_errors(where: str, grid, defaults: dict) -> list[str]:
+    "What is wrong with a `grid:` entry: it maps parameters of the notebook to non-empty lists of well-typed values."
+    if not isinstance(grid, dict):
+        return [f"{where}: grid must map parameter names to lists of values, e.g. grid: {{seed: [0, 1, 2]}}"]
+    errors = []
+    for key, values in grid.items():
+        if key in ("scale", "grid") or key not in defaults:
+            errors.append(f"{where}: grid: {key!r} is not a parameter of the notebook (its parameters are: "
+                          f"{', '.join(sorted(k for k in defaults if k != 'scale')) or 'none'})")
+        elif not isinstance(values, list) or not values:
+            errors.append(f"{where}: grid: {key} must be a non-empty list of values, got {values!r}")
+        else:
+            errors += [f"{where}: grid: {key}={v!r} is a {type(v).__name__}, but the notebook's default "
+                       f"{defaults[key]!r} is a {type(defaults[key]).__name__}" for v in values if not _type_ok(defaults[key], v)]
+    return errors
+
+
 def validate_param_sets(param_sets: dict[str, dict], notebooks: list[Path], scale: str) -> None:
     "Raise `RunnerError` listing every unknown notebook, unknown key and mistyped value in `param_sets`."
     by_stem = {p.stem: p for p in notebooks}
@@ -135,7 +154,9 @@ def validate_param_sets(param_sets: dict[str, dict], notebooks: list[Path], scal
             continue
         defaults = notebook_parameters(by_stem[stem])
         for key, value in overrides.items():
-            if key == "scale":
+            if key == "grid":
+                errors += _grid_errors(f"params/{scale}.yaml: {stem}", value, defaults)
+            elif key == "scale":
                 errors.append(f"params/{scale}.yaml: {stem}: 'scale' is set by --scale, remove it")
             elif key not in defaults:
                 errors.append(f"params/{scale}.yaml: {stem}: unknown parameter {key!r} "
@@ -336,6 +357,105 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+# %% ../nbs/07_runner.ipynb #8e50db2d
+def expand_grid(params: dict, seeds: list[int] | None = None) -> list[tuple[dict, dict]]:
+    """`params` with its `grid` (name → list of values) and `seeds` expanded: one `(parameters, varied)` per combination,
+    where `varied` holds the values that name the render. Without a grid or seeds: `[(params, {})]`."""
+    grid = {**(params.get("grid") or {}), **({"seed": list(seeds)} if seeds else {})}
+    base, names = {k: v for k, v in params.items() if k != "grid"}, sorted(grid)
+    return [({**base, **dict(zip(names, combo))}, dict(zip(names, combo))) for combo in itertools.product(*(grid[n] for n in names))]
+
+# %% ../nbs/07_runner.ipynb #8d9d3d2e
+EXECUTORS = ("local", "slurm", "submitit-local")
+SLURM_OPTIONS = {"partition": str, "time": str, "gpus_per_job": int, "cpus_per_job": int, "mem_gb": int,
+                 "account": str, "qos": str, "constraint": str}
+
+
+def slurm_options(cli: dict | None = None, settings_file: Path | None = None) -> dict:
+    "The Slurm options of a run: `settings.ini`'s `[slurm]` section, then `cli`'s (None values ignored), typed and checked."
+    import configparser
+    from .core import find_settings_file
+    path, opts = settings_file or find_settings_file(), {}
+    if path:
+        cp = configparser.ConfigParser(default_section="__none__")
+        cp.read(path)
+        opts.update(cp.items("slurm") if cp.has_section("slurm") else {})
+    opts.update({k: v for k, v in (cli or {}).items() if v is not None})
+    out = {}
+    for k, v in opts.items():
+        if k not in SLURM_OPTIONS:
+            raise RunnerError(f"Slurm option {k!r} (settings.ini [slurm]) is unknown; known: {', '.join(SLURM_OPTIONS)}")
+        try:
+            out[k] = SLURM_OPTIONS[k](v)
+        except ValueError:
+            raise RunnerError(f"Slurm option {k}={v!r} must be {SLURM_OPTIONS[k].__name__}") from None
+    if "time" in out:
+        _minutes(out["time"])  # checked before anything is submitted
+    return out
+
+
+def _minutes(t: str) -> int:
+    "A Slurm time limit (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) in whole minutes."
+    try:
+        days, dash, rest = str(t).strip().rpartition("-")
+        f = [int(x) for x in rest.split(":")]
+        if dash:
+            f += [0] * (3 - len(f))
+            secs = int(days) * 86400 + f[0] * 3600 + f[1] * 60 + f[2]
+        else:
+            secs = {1: lambda: f[0] * 60, 2: lambda: f[0] * 60 + f[1], 3: lambda: f[0] * 3600 + f[1] * 60 + f[2]}[len(f)]()
+    except (ValueError, KeyError):
+        raise RunnerError(f"time={t!r} is not a Slurm time limit: use MM, HH:MM:SS or D-HH:MM:SS") from None
+    return max(1, -(-secs // 60))
+
+
+def submitit_parameters(options: dict) -> dict:
+    "advnb's Slurm options as arguments of submitit's `AutoExecutor.update_parameters` (one task on one node per job)."
+    names = {"partition": "slurm_partition", "gpus_per_job": "gpus_per_node", "cpus_per_job": "cpus_per_task",
+             "mem_gb": "mem_gb", "account": "slurm_account", "qos": "slurm_qos", "constraint": "slurm_constraint"}
+    return {"nodes": 1, "tasks_per_node": 1, "timeout_min": _minutes(options.get("time", "12:00:00")),
+            **{names[k]: v for k, v in options.items() if k in names}}
+
+# %% ../nbs/07_runner.ipynb #19ab2dca
+def submit_jobs(todo: list, executor: str, options: dict, reports: Path, log=print):
+    "Submit each item of `todo` (`_run_one`'s arguments) as a submitit job; yield their state records as they finish."
+    try:
+        import submitit
+    except ImportError:
+        raise RunnerError(f"--executor {executor} needs submitit: pip install 'advnb[cluster]'") from None
+    ex = submitit.AutoExecutor(folder=reports / ".jobs" / "%j", cluster="slurm" if executor == "slurm" else "local")
+    ex.update_parameters(**submitit_parameters(options))
+    jobs = {}
+    for item in todo:
+        stem = Path(item[0]).stem + (f"@{item[5]}" if item[5] else "")
+        ex.update_parameters(name=f"advnb-{item[1]}-{stem}")
+        jobs[ex.submit(_run_one, item)] = stem
+        log(f"submitted {stem} as job {list(jobs)[-1].job_id}")
+    try:
+        for job in submitit.helpers.as_completed(list(jobs), poll_frequency=15 if executor == "slurm" else 1):
+            yield _job_state(job, jobs[job], reports)
+    except KeyboardInterrupt:
+        log(f"advnb run: stopped waiting; the jobs keep running (scancel {' '.join(j.job_id for j in jobs)} stops them)")
+        raise
+
+
+def _job_state(job, stem: str, reports: Path) -> dict:
+    "A finished job's state record, its stdout and stderr copied to `<stem>.log` beside the rendered notebook."
+    try:
+        state = job.result()
+    except Exception as e:  # killed, out of time or memory, node failure: the notebook never reported back
+        old = last_state(reports, stem) or {}
+        state = {**old, "status": "failed", "failed_cell": None, "seconds": old.get("seconds", 0.0),
+                 "error": f"job {job.job_id} failed: {type(e).__name__}: {str(e).strip()[-400:]}"}
+        state.setdefault("notebook", stem.split("@")[0] + ".ipynb")
+    logs = [(n, p) for n, p in (("stdout", job.paths.stdout), ("stderr", job.paths.stderr)) if p.exists()]
+    if logs:
+        atomic_write_text(reports / f"{stem}.log", "".join(f"# job {job.job_id} {n}\n{p.read_text(errors='replace')}\n"
+                                                          for n, p in logs))
+        state["log"] = f"{stem}.log"
+    atomic_write_json(_state_path(reports, stem), state)
+    return state
+
 # %% ../nbs/07_runner.ipynb #8e997b08
 def _run_one(args):
     "Run one notebook, its state file saying `running` until it ends (so a killed run is never taken for ok)."
@@ -355,10 +475,18 @@ def _run_one(args):
 
 
 def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1, force: bool = False,
-        project: Path | None = None, reports_dir: Path | None = None, log=print, overrides: dict | None = None) -> int:
+        project: Path | None = None, reports_dir: Path | None = None, log=print, overrides: dict | None = None,
+        seeds: list[int] | None = None, executor: str = "local", slurm: dict | None = None) -> int:
     """Run notebooks at `scale`; returns the number that failed. See `advnb run --help`. `overrides` ({parameter:
     value}, `--set`) change the selected notebooks' parameters on top of `params/<scale>.yaml` and render them as a
-    variant, `<stem>@<name=value,...>`, beside the scale's own run (figures, tables and claims tagged the same way)."""
+    variant, `<stem>@<name=value,...>`, beside the scale's own run (figures, tables and claims tagged the same way).
+    `seeds` and a parameter set's `grid:` render one variant per combination (`expand_grid`). `executor` 'slurm' (or
+    'submitit-local', the same code path on this machine) submits each render as a job through submitit, with the
+    options `slurm_options` reads from settings.ini's [slurm] section and `slurm`."""
+    if executor not in EXECUTORS:
+        raise RunnerError(f"--executor {executor!r}: use one of {', '.join(EXECUTORS)}")
+    if overrides and "grid" in overrides:
+        raise RunnerError("--set grid=...: put a grid: entry in params/<scale>.yaml, or use --seeds")
     scale = scale or get_settings().scale
     project = Path(project) if project else find_project()
     reports_root = Path(reports_dir) if reports_dir else get_settings().reports_dir
@@ -396,11 +524,13 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
     todo = []
     for nb in selected:
         if not _is_report(nb):
-            params = {**param_sets.get(nb.stem, {}), **(overrides or {})}
-            fp = notebook_fingerprint(nb, params, scale)
-            if due(nb, fp, variant):
-                todo.append((nb, scale, params, reports_root, fp, variant))
-    log(f"advnb run: scale={scale}, {len(todo)} notebook(s) to run, jobs={jobs}, reports in {reports}")
+            for params, varied in expand_grid({**param_sets.get(nb.stem, {}), **(overrides or {})}, seeds):
+                name = variant_name({**(overrides or {}), **varied}) if varied else variant
+                fp = notebook_fingerprint(nb, params, scale)
+                if due(nb, fp, name):
+                    todo.append((nb, scale, params, reports_root, fp, name))
+    how = f"jobs={jobs}" if executor == "local" else f"executor={executor}"
+    log(f"advnb run: scale={scale}, {len(todo)} notebook(s) to run, {how}, reports in {reports}")
     failed, done, t_start = [], [], time.time()
     def report(state):
         stem = Path(state["notebook"]).stem + (f"@{state['variant']}" if state.get("variant") else "")
@@ -414,7 +544,10 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
         done.append(state)
         log(msg)
     try:
-        if jobs > 1 and len(todo) > 1:
+        if executor != "local" and todo:
+            for state in submit_jobs(todo, executor, slurm_options(slurm), reports, log):
+                report(state)
+        elif jobs > 1 and len(todo) > 1:
             with cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
                 for state in ex.map(_run_one, todo):
                     report(state)
@@ -454,6 +587,17 @@ def list_status(project: Path | None = None, reports_dir: Path | None = None, lo
         log(f"{'':28} parameters: {', '.join(notebook_parameters(nb)) or '-'}")
 
 # %% ../nbs/07_runner.ipynb #8aaaf4a5
+def _seed_list(text: str) -> list[int]:
+    "`'0,1,2'` → `[0, 1, 2]` (argparse type of `--seeds`)."
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: write whole numbers separated by commas, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: give one or more distinct seeds, e.g. 0,1,2")
+    return seeds
+
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `advnb` command (also `python -m advnb`)."
     ap = argparse.ArgumentParser(prog="advnb", description="Run advnb's notebooks and render reports.")
@@ -466,6 +610,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
                    help="override a parameter of the named notebooks (a YAML value; repeatable); the run is rendered "
                         "beside the scale's own as <notebook>@<NAME=VALUE,...>, its claims and figures tagged the same")
+    r.add_argument("--seeds", type=_seed_list, default=None, metavar="0,1,2",
+                   help="render each notebook once per seed (<notebook>@seed=N); the report combines the claims' verdicts")
+    r.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local processes (default), Slurm jobs through submitit, or submitit's local executor (for tests)")
+    g = r.add_argument_group("Slurm options (defaults: settings.ini [slurm])")
+    g.add_argument("--partition"); g.add_argument("--time", help="job time limit, e.g. 12:00:00")
+    g.add_argument("--gpus-per-job", type=int); g.add_argument("--cpus-per-job", type=int)
+    g.add_argument("--mem-gb", type=int); g.add_argument("--account"); g.add_argument("--qos"); g.add_argument("--constraint")
     for p in (r, sub.add_parser("list", help="notebooks, their parameters and last run status"),
               sub.add_parser("report", help="rebuild reports/<scale>/index.html")):
         p.add_argument("--project", type=Path, default=None, help="folder with nbs/ and params/")
@@ -476,8 +628,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         get_settings(reload=True)  # the environment of this command, read (and checked) before anything runs
         if a.cmd == "run":
+            slurm = {k: getattr(a, k) for k in SLURM_OPTIONS}
             return 1 if run(a.scale, a.notebooks, a.jobs, a.force, a.project, a.reports_dir,
-                            overrides=parse_overrides(a.overrides)) else 0
+                            overrides=parse_overrides(a.overrides), seeds=a.seeds, executor=a.executor, slurm=slurm) else 0
         if a.cmd == "list":
             list_status(a.project, a.reports_dir)
             return 0
