@@ -8,7 +8,7 @@ JOBS   ?= 1
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.advnb-installed
 
-.PHONY: install test lint run smoke export clean-nbs sync-check bench peers mutate
+.PHONY: install test lint run smoke export clean-nbs sync-check bench bench-train peers mutate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ peers: install
 
 bench: install
 	$(BIN)/python tools/bench_attacks.py
+
+## advnb.train's images per second against a minimal hand-written loop (CE and PGD-AT); target ratio <= 1.05
+bench-train: install
+	$(BIN)/python tools/bench_train.py
 
 ## plant hand-written one-line bugs one at a time and print the kill rate per module (minutes; not part of `make test`)
 mutate: install
