@@ -618,7 +618,13 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--partition"); g.add_argument("--time", help="job time limit, e.g. 12:00:00")
     g.add_argument("--gpus-per-job", type=int); g.add_argument("--cpus-per-job", type=int)
     g.add_argument("--mem-gb", type=int); g.add_argument("--account"); g.add_argument("--qos"); g.add_argument("--constraint")
-    for p in (r, sub.add_parser("list", help="notebooks, their parameters and last run status"),
+    pl = sub.add_parser("plan", help="the zoo models a run needs, their passes and estimated hours; trains nothing")
+    pl.add_argument("notebooks", nargs="*", help="notebook names (stems); default: all")
+    pl.add_argument("--scale", choices=SCALES, default=None)
+    pl.add_argument("--seeds", type=_seed_list, default=None, metavar="0,1,2")
+    pl.add_argument("--no-timing", action="store_true", help="count passes only (no timing of the architectures)")
+    pl.add_argument("--device", default=None, help="where to time the passes (default: the `device` setting)")
+    for p in (r, pl, sub.add_parser("list", help="notebooks, their parameters and last run status"),
               sub.add_parser("report", help="rebuild reports/<scale>/index.html")):
         p.add_argument("--project", type=Path, default=None, help="folder with nbs/ and params/")
         p.add_argument("--reports-dir", type=Path, default=None, help="default: the `reports_dir` setting")
@@ -633,6 +639,15 @@ def main(argv: list[str] | None = None) -> int:
                             overrides=parse_overrides(a.overrides), seeds=a.seeds, executor=a.executor, slurm=slurm) else 0
         if a.cmd == "list":
             list_status(a.project, a.reports_dir)
+            return 0
+        if a.cmd == "plan":
+            from advnb.plan import PlanError, plan, plan_markdown
+            scale = a.scale or get_settings().scale
+            try:
+                table = plan(scale, a.notebooks, a.project, a.seeds, a.device, timing=not a.no_timing)
+            except PlanError as e:
+                raise RunnerError(str(e)) from None
+            print(plan_markdown(table, scale, a.device))
             return 0
         reports_root = a.reports_dir or get_settings().reports_dir
         project = a.project or find_project()

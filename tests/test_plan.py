@@ -1,0 +1,111 @@
+"""advnb plan: the zoo models a run needs (from the notebooks' `models` cells), their passes counted by hand, and
+nothing trained."""
+import math
+
+import nbformat
+import pytest
+
+from advnb import plan as P
+from advnb import runner, zoo
+from advnb.train import TrainSpec
+
+TINY = TrainSpec(arch="simple_cnn", dataset="synthetic-mnist", n_per_class=6, eval_n_per_class=3, epochs=2, batch_size=16,
+                 objective="pgd_at", objective_kwargs=dict(eps=0.1, alpha=0.02, steps=5), lr=0.05, milestones=())
+
+
+def test_passes_of_a_tiny_spec_by_hand():
+    c = P.spec_cost(TINY)
+    assert c["train images"] == 60 and c["passes per image"] == 6
+    assert c["train passes"] == 2 * 60 * 6 and c["eval passes"] == 2 * 30 * 1
+    mon = P.spec_cost(TINY.replace(eval_attack=dict(eps=0.1, alpha=0.02, steps=4)))
+    assert mon["eval passes"] == 2 * 30 * (1 + 4 + 1)  # clean forward, 4 attack steps, the adversarial forward
+
+
+@pytest.mark.parametrize("objective,kwargs,per_image", [
+    ("ce", {}, 1), ("pgd_at", {}, 11),  # the objective's default of 10 steps
+    ("pgd_at", {"steps": 3}, 4), ("fgsm_at", {"eps": 0.1}, 2), ("trades", {"steps": 10}, 12), ("rlfat_t", {"steps": 10}, 13),
+])
+def test_passes_per_image_by_objective(objective, kwargs, per_image):
+    assert P.passes_per_image(objective, kwargs) == per_image
+
+
+def test_split_sizes():
+    assert P.split_size("synthetic-mnist", "train", None) == 1000 and P.split_size("synthetic-mnist", "test", None) == 200
+    assert P.split_size("cifar10", "train", None) == 50_000 and P.split_size("cifar10", "train", 100) == 1000
+
+
+def _project(tmp_path, models_src, extra="models = {k: zoo.get(s) for k, s in specs.items()}"):
+    (tmp_path / "nbs").mkdir(parents=True)
+    (tmp_path / "params").mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('scale = "smoke"\nseed = 0\nepochs = 2'),
+                nbformat.v4.new_code_cell("from advnb import zoo\nfrom advnb.core import start_run\n"
+                                          "run = start_run('x', scale=scale, seed=seed)"),
+                nbformat.v4.new_code_cell(models_src), nbformat.v4.new_code_cell(extra)]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.cells[1].metadata["tags"] = nb.cells[2].metadata["tags"] = [P.MODELS_TAG]
+    nbformat.write(nb, str(tmp_path / "nbs" / "x.ipynb"))
+    for s in ("smoke", "quick", "paper"):
+        (tmp_path / "params" / f"{s}.yaml").write_text("{}\n")
+    return tmp_path
+
+
+SPECS = ("from advnb.train import TrainSpec\n"
+         "base = TrainSpec(arch='simple_cnn', dataset='synthetic-mnist', n_per_class=6, eval_n_per_class=3, epochs=epochs,"
+         " batch_size=16, lr=0.05, milestones=(), seed=seed)\n"
+         "specs = {'STD': base, 'ADV': base.replace(objective='pgd_at', objective_kwargs={'steps': 2})}")
+
+
+def test_plan_reads_the_models_cells_at_the_scale_and_trains_nothing(tmp_path, isolated_settings, monkeypatch):
+    proj = _project(tmp_path / "p", SPECS)
+    (proj / "params" / "quick.yaml").write_text("x: {epochs: 3, grid: {seed: [0, 1]}}\n")
+    monkeypatch.setattr(zoo, "train", lambda *a, **k: pytest.fail("the planner trained a model"))
+    specs = P.notebook_specs(proj / "nbs" / "x.ipynb", {"epochs": 3}, "quick")
+    assert [s.epochs for s in specs] == [3, 3] and {s.objective for s in specs} == {"ce", "pgd_at"}
+    t = P.plan("quick", project=proj, timing=False)
+    assert list(t["notebook"]) == ["x@seed=0"] * 2 + ["x@seed=1"] * 2
+    adv = t[t["model"].str.contains("pgd_at")].iloc[0]
+    assert adv["train passes"] == 3 * 60 * 3 and adv["eval passes"] == 3 * 30
+    assert not list((isolated_settings / "cache").glob("**/*.safetensors"))
+
+
+def test_cached_and_shared_models_cost_nothing(tmp_path, isolated_settings):
+    proj = _project(tmp_path / "p", SPECS)
+    std = P.notebook_specs(proj / "nbs" / "x.ipynb", {}, "smoke")[0]
+    zoo.get(std, show_progress=False)
+    t = P.plan("smoke", project=proj, seeds=[0, 1], timing=True, device="cpu")
+    first = t[t["notebook"] == "x@seed=0"]
+    ce, adv = (first[first["model"].str.contains(f"-{o}-")].iloc[0] for o in ("ce", "pgd_at"))
+    assert ce["cached"] and ce["hours"] == 0
+    assert adv["hours"] > 0 and math.isfinite(adv["hours"]) and not adv["cached"]
+    text = P.plan_markdown(t, "smoke", "cpu")
+    assert "3 model(s) to train" in text and "1 cached" in text
+
+
+def test_a_models_cell_that_trains_or_loads_data_is_named(tmp_path):
+    proj = _project(tmp_path / "p", SPECS + "\nm = zoo.get(specs['STD'])")
+    with pytest.raises(P.PlanError, match=r"x.ipynb, code cell 2 trains or loads a zoo model.*move that call"):
+        P.notebook_specs(proj / "nbs" / "x.ipynb")
+    proj2 = _project(tmp_path / "q", SPECS + "\nfrom advnb.data import load_dataset\nd = load_dataset('synthetic-mnist')")
+    with pytest.raises(P.PlanError, match="loads data"):
+        P.notebook_specs(proj2 / "nbs" / "x.ipynb")
+
+
+def test_cli_prints_the_table(tmp_path, capsys, isolated_settings):
+    proj = _project(tmp_path / "p", SPECS)
+    assert runner.main(["plan", "--scale", "smoke", "--project", str(proj), "--no-timing"]) == 0
+    out = capsys.readouterr().out
+    assert "| x | simple_cnn-synthetic-mnist-ce-" in out and "2 model(s) to train" in out
+
+
+def test_every_paper_notebook_that_uses_the_zoo_can_be_planned():
+    "The convention holds in the repository: each paper notebook calling zoo.get has `models` cells that build its specs."
+    root = runner.find_project()
+    for nb in runner.list_notebooks(root):
+        cells = nbformat.read(str(nb), as_version=4).cells
+        paper = nb.stem[0] in "abcde" and nb.stem[1].isdigit()  # the foundation notebooks' demos train tiny models
+        if paper and any(c.cell_type == "code" and "zoo.get(" in c.source and not c.source.startswith("#| export") for c in cells):
+            for scale in ("smoke", "quick", "paper"):
+                params = runner.load_param_sets(root, scale).get(nb.stem, {})
+                for p, _ in runner.expand_grid(params):
+                    assert P.notebook_specs(nb, p, scale), f"{nb.name} at {scale}: no TrainSpec from its '{P.MODELS_TAG}' cells"
