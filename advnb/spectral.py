@@ -143,7 +143,7 @@ def paper_e_specs(dataset: str, strengths=AR_STRENGTHS, eps_unit: float = 1 / 25
                      n_per_class=n_per_class,
                      augment=augment, lr=lr, milestones=tuple(milestones), weight_decay=weight_decay, epochs=epochs,
                      batch_size=batch_size, seed=seed, eval_n_per_class=eval_n_per_class,
-                     callbacks=((("spectral_normalisation", {"sigma": float(sn)}),) if sn else ()))
+                     callbacks=((("spectral_normalisation", {"sigma": float(sn), "clip": True}),) if sn else ()))
     out = {}
     for s in strengths:
         eps = s * eps_unit
