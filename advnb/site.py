@@ -362,12 +362,17 @@ scale that has been run ({{ cscales|join(', ') }}); a variant run (<code>@name=v
     $('f-count').textContent = n + ' of ' + rows.length + ' claims shown';
     history.replaceState(null, '', '#paper=' + p + '&verdict=' + encodeURIComponent(v) + '&scale=' + s);
   }
-  decodeURIComponent(location.hash.slice(1)).split('&').forEach(function (kv) {
-    var i = kv.indexOf('='), el = $('f-' + kv.slice(0, i));
-    if (el && i > 0) el.value = kv.slice(i + 1);
-  });
+  function fromHash() {  // claims.html#paper=A&verdict=holds (the paper pages link here so); what it omits is 'all'
+    ['f-paper', 'f-verdict', 'f-scale'].forEach(function (id) { $(id).value = ''; });
+    decodeURIComponent(location.hash.slice(1)).split('&').forEach(function (kv) {
+      var i = kv.indexOf('='), el = $('f-' + kv.slice(0, i));
+      if (el && i > 0) el.value = kv.slice(i + 1);
+    });
+    apply();
+  }
   ['f-paper', 'f-verdict', 'f-scale'].forEach(function (id) { $(id).addEventListener('change', apply); });
-  apply();
+  window.addEventListener('hashchange', fromHash);
+  fromHash();
 })();
 </script>
 {% endblock %}"""
