@@ -230,13 +230,15 @@ table{border-collapse:collapse;margin:.6em 0;background:#fff;max-width:100%} td,
 vertical-align:top;text-align:left;overflow-wrap:anywhere} th{background:#eef1f5} .wide{width:100%;table-layout:fixed}
 .badge{display:inline-block;border-radius:9px;padding:1px 8px;font-size:12px;white-space:nowrap;margin:1px}
 .holds,.ok{background:#dff3df} .does-not-hold,.failed,.interrupted{background:#fbdcdc} .inconclusive,.running{background:#fff3c4}
-.not-run,.none{background:#eee} dl.kv{display:grid;grid-template-columns:max-content auto;gap:0 .6em;margin:0;font-size:13px}
-dl.kv dt{color:#566} dl.kv dd{margin:0} .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(380px,1fr));gap:1em}
+.not-run,.none{background:#eee} dl.kv{display:grid;grid-template-columns:fit-content(55%) minmax(0,1fr);gap:0 .6em;margin:0;font-size:13px}
+dl.kv dt{color:#566;overflow-wrap:anywhere} dl.kv dd{margin:0;min-width:0}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(380px,1fr));gap:1em}
 .card{background:#fff;border:1px solid #d5d9e0;border-radius:8px;padding:.8em 1em} .card h3{margin:.1em 0 .4em}
 .bar{display:flex;height:10px;border-radius:5px;overflow:hidden;margin:.4em 0;background:#eee} .bar span{display:block}
 .bar .holds{background:#5cb85c} .bar .does-not-hold{background:#d9534f} .bar .inconclusive{background:#f0c040}
 figure{display:inline-block;vertical-align:top;margin:6px;width:360px;background:#fff;border:1px solid #e1e4e8;padding:6px}
-figure img{max-width:100%} figcaption{font-size:12.5px;line-height:1.35} figcaption .run{color:#556}
+figure img{max-width:100%} figure.main{width:auto;max-width:min(100%,1000px)}
+figcaption{font-size:12.5px;line-height:1.35} figcaption .run{color:#556}
 .fig-group{margin:.4em 0 1em} details>summary{cursor:pointer;color:#2457a6} small,.muted{color:#667}
 th.paper-col,td.paper-col{background:#eef4ff} .variant .claim{padding-left:1.6em} .variant{font-size:95%}
 .filters{background:#fff;border:1px solid #d5d9e0;padding:.6em 1em;border-radius:6px;position:sticky;top:0}
@@ -297,8 +299,8 @@ _PAPER = """{% extends 'base' %}{% import 'macros' as m with context %}{% block 
 {% if p.counts.total %}{{ m.bar(p.counts) }}
 <p>{{ m.counts(p.counts) }} (<a href="claims.html#paper={{ p.key }}">on the claims page, every scale</a>)</p>{% endif %}
 <h2>Notebooks</h2>{% if p.notebooks %}{{ m.nbtable(p.notebooks) }}{% else %}<p>None rendered at this scale yet.</p>{% endif %}
-<h2>Claims</h2>{% if p.claims %}<table class="wide"><colgroup><col style="width:26%"><col style="width:22%"><col style="width:24%">
-<col style="width:12%"><col style="width:16%"></colgroup>
+<h2>Claims</h2>{% if p.claims %}<table class="wide"><colgroup><col style="width:25%"><col style="width:20%"><col style="width:33%">
+<col style="width:9%"><col style="width:13%"></colgroup>
 <tr><th>claim</th><th>paper's value</th><th>ours ({{ scale }})</th><th>verdict</th><th>other scales</th></tr>
 {% for c in p.claims %}<tr id="{{ c.anchor }}" class="{{ 'variant' if c.variant }}"><td class="claim">
 <small>§{{ c.section }} · {{ c.id }}</small>
@@ -310,7 +312,7 @@ _PAPER = """{% extends 'base' %}{% import 'macros' as m with context %}{% block 
 <td>{{ m.badge(c.verdict) }}</td><td>{% for s, v in c.others %}{{ s }}: {{ m.badge(v) }}<br>{% endfor %}</td></tr>{% endfor %}</table>
 {% else %}<p>No claims recorded at this scale yet.</p>{% endif %}
 <h2>Figures</h2>{% for g in p.figure_groups %}<div class="fig-group"><h3>{{ g.label }}</h3>
-{% for f in g.main %}<figure id="{{ f.stem|anchor }}"><a href="{{ f.file }}"><img src="{{ f.file }}" alt="{{ f.stem }}"></a>
+{% for f in g.main %}<figure class="main" id="{{ f.stem|anchor }}"><a href="{{ f.file }}"><img src="{{ f.file }}" alt="{{ f.stem }}"></a>
 <figcaption>{{ m.caption(f) }}
 {% if f.pdf %} (<a href="{{ f.pdf }}">pdf</a>){% endif %}</figcaption></figure>{% endfor %}
 {% if g.panels %}<details{{ ' open' if not g.main }}><summary>{{ g.panels|length }} panel(s) alone</summary>{% for f in g.panels %}
