@@ -197,15 +197,19 @@ def scales_run(reports_root: Path) -> list[str]:
 
 
 def claim_rows(reports_root: Path) -> list[dict]:
-    """One row per claim id (variants right after their base id) with the claim's text and, per scale that recorded
-    it, `{scale: {'verdict', 'paper_value', 'our_value', 'criterion', ...}}`."""
+    """One row per claim (variants right after their base claim) with the claim's text and, per scale that recorded
+    it, `{scale: {'verdict', 'paper_value', 'our_value', 'criterion', ...}}`. An id that ends in its data set
+    (`D.T1.rlfat_p_clean.fashionmnist`) is the same claim at every scale, whatever data set each scale used."""
     from advnb.claims import load_claims, verdict
     rows: dict[str, dict] = {}
     for s in scales_run(reports_root):
         for c in load_claims(s, reports_root).to_dict("records"):
-            r = rows.setdefault(c["id"], {"id": c["id"], "base": c["id"].split("@")[0],
-                                          "variant": c["id"].partition("@")[2], "paper": c["paper"],
-                                          "section": c["section"], "statement": c["statement"], "at": {}})
+            base, _, variant = c["id"].partition("@")
+            ds = f".{c['dataset']}" if c.get("dataset") else ""
+            base = base[:-len(ds)] if ds and base.endswith(ds) else base
+            key = base + (f"@{variant}" if variant else "")
+            r = rows.setdefault(key, {"id": key, "base": base, "variant": variant, "paper": c["paper"],
+                                      "section": c["section"], "statement": c["statement"], "at": {}})
             r["at"][s] = {**c, "verdict": verdict(c["holds"])}
     return sorted(rows.values(), key=lambda r: (r["paper"], _fig_key(str(r["section"])), r["base"], r["variant"]))
 
@@ -228,6 +232,7 @@ header{background:#1d2433;color:#fff;padding:.8em 2em} header a{color:#cfe0ff;ma
 main{padding:1em 2em;max-width:1300px} h1{margin:.2em 0 .4em} h2{margin-top:1.6em;border-bottom:1px solid #dde;padding-bottom:.2em}
 table{border-collapse:collapse;margin:.6em 0;background:#fff;max-width:100%} td,th{border:1px solid #d5d9e0;padding:4px 7px;
 vertical-align:top;text-align:left;overflow-wrap:anywhere} th{background:#eef1f5} .wide{width:100%;table-layout:fixed}
+table.auto{table-layout:auto} table.auto th{overflow-wrap:normal}
 .badge{display:inline-block;border-radius:9px;padding:1px 8px;font-size:12px;white-space:nowrap;margin:1px}
 .holds,.ok{background:#dff3df} .does-not-hold,.failed,.interrupted{background:#fbdcdc} .inconclusive,.running{background:#fff3c4}
 .not-run,.none{background:#eee} dl.kv{display:grid;grid-template-columns:fit-content(55%) minmax(0,1fr);gap:0 .6em;margin:0;font-size:13px}
@@ -336,7 +341,7 @@ scale that has been run ({{ cscales|join(', ') }}); a variant run (<code>@name=v
 </label>
 <label>scale <select id="f-scale"><option value="">all</option>{% for s in cscales %}<option>{{ s }}</option>{% endfor %}</select></label>
 <span id="f-count"></span></div>
-<table class="wide" id="claims"><thead><tr><th style="width:7%">paper</th><th style="width:25%">claim</th>
+<table class="wide auto" id="claims"><thead><tr><th style="width:7%">paper</th><th style="width:25%">claim</th>
 <th style="width:17%">paper's value</th>
 {% for s in cscales %}<th data-scale-col="{{ s }}">{{ s }}: ours</th><th data-scale-col="{{ s }}" style="width:9%">{{ s }}
 </th>{% endfor %}</tr></thead><tbody>
@@ -345,7 +350,7 @@ scale that has been run ({{ cscales|join(', ') }}); a variant run (<code>@name=v
 <td class="claim">{% if r.variant %}<small>@{{ r.variant }}</small>{% else %}<small>{{ r.id }}</small>
 <div class="stmt">{{ r.statement }}</div>{% endif %}</td>
 <td class="v">{{ r.paper_value|value }}</td>{% for s in cscales %}{% set a = r.at.get(s) %}
-<td class="v" data-scale-col="{{ s }}">{% if a %}{{ a.our_value|value }}{% endif %}</td>
+<td class="v" data-scale-col="{{ s }}">{% if a %}{{ a.our_value|value }}<br><small>{{ a.dataset }}</small>{% endif %}</td>
 <td data-scale-col="{{ s }}">{% if a %}{{ m.badge(a.verdict) }}{% else %}<span class="badge none">not run</span>{% endif %}
 </td>{% endfor %}</tr>
 {% endfor %}</tbody></table>

@@ -76,8 +76,10 @@ def demo_reports(tmp_path):
     _executed_notebook(root / "smoke" / "a1_demo.ipynb", 'dataset = "synthetic-cifar10"\nepochs = 2\nwidth = 8',
                        'dataset = "fashionmnist"\nepochs = 10')
     (root / "smoke" / "a1_demo.html").write_text("<html></html>")
-    for scale, rows in [("smoke", [_claim("smoke", True), _claim("smoke", None, id="A.3.1.demo@epochs=40")]),
-                        ("quick", [_claim("quick", False), _claim("quick", True, id="A.3.2.other")])]:
+    for scale, rows in [("smoke", [_claim("smoke", True), _claim("smoke", None, id="A.3.1.demo@epochs=40"),
+                                   _claim("smoke", True, id="A.3.3.acc.synthetic-cifar10")]),
+                        ("quick", [_claim("quick", False), _claim("quick", True, id="A.3.2.other"),
+                                   _claim("quick", None, id="A.3.3.acc.fashionmnist", dataset="fashionmnist")])]:
         (root / scale).mkdir(exist_ok=True)
         (root / scale / "claims.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
@@ -112,9 +114,12 @@ def test_build_site_writes_every_page_with_the_claims_of_every_scale(demo_report
     claims = (smoke / "claims.html").read_text()
     rows = re.findall(r'<tr data-paper="A" data-verdicts="([^"]*)"', claims)
     verdicts = [json.loads(r.replace("&#34;", '"')) for r in rows]
-    assert verdicts == [{"smoke": "holds", "quick": "does not hold"}, {"smoke": "inconclusive"}, {"quick": "holds"}]
+    # one row per claim: the variant under its claim, and an id ending in each scale's own data set is one claim
+    assert verdicts == [{"smoke": "holds", "quick": "does not hold"}, {"smoke": "inconclusive"}, {"quick": "holds"},
+                        {"smoke": "holds", "quick": "inconclusive"}]
+    assert "<small>A.3.3.acc</small>" in claims and "fashionmnist" in claims
     text = index.read_text()
-    assert "Paper A" in text and "a1_demo.html" in text and "2 claims" in text
+    assert "Paper A" in text and "a1_demo.html" in text and "3 claims" in text
     for page in smoke.glob("*.html"):
         assert site.remote_resources(page.read_text()) == [], page.name
 
