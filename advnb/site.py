@@ -57,6 +57,7 @@ def install_mathjax(reports: Path) -> Path:
 _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {% block html_head_js_requirejs %}{% endblock html_head_js_requirejs %}
 {% block jupyter_widgets %}{% endblock jupyter_widgets %}
+{% block html_head_js_mermaidjs %}{% endblock html_head_js_mermaidjs %}
 {% block html_head_js_mathjax %}<script>window.MathJax = {"HTML-CSS": {availableFonts: ["STIX-Web"], preferredFont: "STIX-Web",
   webFont: "STIX-Web", imageFont: null}, SVG: {font: "STIX-Web"}};</script>
 {{ super() }}{% endblock html_head_js_mathjax %}
@@ -76,11 +77,13 @@ def notebook_html(ipynb: Path, mathjax_url: str = MATHJAX_URL) -> str:
 
 # %% ../nbs/09_site.ipynb #9d40885f
 _REMOTE = re.compile(r"""<(?:script|link|img|iframe)\b[^>]*?\b(?:src|href)\s*=\s*["']((?:https?:)?//[^"']+)""", re.I)
+_REMOTE_CODE = re.compile(r"""["']((?:https?:)?//[^"'\s]+\.(?:m?js|css|woff2?|ttf|otf)(?:\?[^"'\s]*)?)["']""", re.I)
 
 
 def remote_resources(page: str) -> list[str]:
-    "The URLs of the scripts, style sheets, images and frames `page` would load from another host."
-    return _REMOTE.findall(page)
+    """The URLs of the scripts, style sheets, images and frames `page` would load from another host, also those a
+    script would import (a quoted URL of a .js, .mjs, .css or font file)."""
+    return list(dict.fromkeys(_REMOTE.findall(page) + _REMOTE_CODE.findall(page)))
 
 # %% ../nbs/09_site.ipynb #c0e20f73
 _NAME = re.compile(r"^(?P<paper>[A-Z])_(?P<nums>(?:(?:fig|table)[^_@]+_?)*)(?P<name>[^@]*?)(?:@(?P<variant>.+))?$")

@@ -38,6 +38,8 @@ def test_remote_resources_finds_scripts_styles_and_images_from_other_hosts():
     page = ('<script src="https://cdn.x/a.js"></script><link rel="stylesheet" href="//cdn.y/b.css">'
             '<img src="http://z/c.png"><script src="_static/mathjax/MathJax.js"></script><a href="https://paper.org">ok</a>')
     assert site.remote_resources(page) == ["https://cdn.x/a.js", "//cdn.y/b.css", "http://z/c.png"]
+    module = '<script type="module">const m = await import("https://cdn.z/mermaid.esm.min.mjs"); const e = "https://cdn.z/elk.mjs";</script>'
+    assert site.remote_resources(module) == ["https://cdn.z/mermaid.esm.min.mjs", "https://cdn.z/elk.mjs"]
 
 
 def test_describe_run_names_the_data_set_and_the_model_knobs():
