@@ -31,8 +31,8 @@ import torch
 __all__ = ['SCALES', 'ENV_PREFIX', 'SETTINGS_FILE', 'SETTINGS_SECTION', 'SettingsError', 'Settings', 'find_settings_file',
            'load_settings', 'get_settings', 'seed_everything', 'torch_generator', 'get_device', 'atomic_path',
            'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'canonical_json', 'content_hash',
-           'code_fingerprint', 'Run', 'variant_name', 'start_run', 'current_run', 'output_name', 'save_figure',
-           'markdown_table', 'save_table', 'progress']
+           'code_fingerprint', 'Run', 'variant_name', 'start_run', 'current_run', 'output_name', 'output_meta',
+           'save_figure', 'markdown_table', 'save_table', 'progress']
 
 # %% ../nbs/00_core.ipynb #6bd7579f
 SCALES = ("smoke", "quick", "paper")
@@ -410,9 +410,20 @@ def output_name(name: str, paper: str | None = None, number: str | int | None = 
     return "_".join(parts)
 
 # %% ../nbs/00_core.ipynb #3d64ad04
+def output_meta(path: Path, run: Run, **meta) -> Path:
+    """Write `<stem>.json` beside a saved figure or table: the run that wrote it (notebook, scale, seed, variant) and the
+    `meta` given (`caption`, `dataset`, `models`), which the report site's captions use (`advnb.site`)."""
+    info = {"notebook": run.notebook + run.suffix, "scale": run.scale, "seed": run.seed, "variant": run.variant,
+            **{k: v for k, v in meta.items() if v not in (None, "")}}
+    return atomic_write_json(Path(path).with_suffix(".json"), info)
+
+
 def save_figure(fig, name: str, paper: str | None = None, number: str | int | None = None,
-                dpi: int = 150, run: Run | None = None) -> list[Path]:
-    "Save `fig` as PNG and PDF under the run's `figures/`, named after the paper's figure `number`."
+                dpi: int = 150, run: Run | None = None, caption: str | None = None, dataset: str | None = None,
+                models: str | None = None) -> list[Path]:
+    """Save `fig` as PNG and PDF under the run's `figures/`, named after the paper's figure `number`, with a JSON of
+    what was run beside them (`output_meta`; `caption`, `dataset` and `models` are optional, the site otherwise reads
+    the data set and the models from the run's parameters)."""
     run = run or current_run()
     stem = output_name(name, paper, number, "fig") + run.suffix
     paths = []
@@ -421,6 +432,7 @@ def save_figure(fig, name: str, paper: str | None = None, number: str | int | No
         with atomic_path(p) as tmp:
             fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight")
         paths.append(p)
+    output_meta(paths[0], run, caption=caption, dataset=dataset, models=models)
     return paths
 
 # %% ../nbs/00_core.ipynb #7a34864c
@@ -438,12 +450,14 @@ def markdown_table(df, floatfmt: str = ".4g") -> str:
 
 # %% ../nbs/00_core.ipynb #0ef57b87
 def save_table(df, name: str, paper: str | None = None, number: str | int | None = None,
-               floatfmt: str = ".4g", run: Run | None = None) -> list[Path]:
-    "Save a DataFrame as CSV and Markdown under the run's `tables/`, named after the paper's table `number`."
+               floatfmt: str = ".4g", run: Run | None = None, caption: str | None = None, dataset: str | None = None,
+               models: str | None = None) -> list[Path]:
+    "Save a DataFrame as CSV and Markdown under the run's `tables/`, named after the paper's table `number` (and `output_meta`)."
     run = run or current_run()
     stem = output_name(name, paper, number, "table") + run.suffix
     csv = atomic_write_text(run.tables_dir / f"{stem}.csv", df.to_csv())
     md = atomic_write_text(run.tables_dir / f"{stem}.md", markdown_table(df, floatfmt))
+    output_meta(csv, run, caption=caption, dataset=dataset, models=models)
     return [csv, md]
 
 # %% ../nbs/00_core.ipynb #fe4c96d3

@@ -17,7 +17,8 @@ import torch
 from .core import save_figure
 
 # %% auto #0
-__all__ = ['Panel', 'to_rgb', 'show_image', 'show_heatmap', 'panel_figure', 'image_grid', 'mosaic_figure']
+__all__ = ['Panel', 'to_rgb', 'show_image', 'show_heatmap', 'panel_figure', 'image_grid', 'mosaic_figure', 'figure_png',
+           'Explorer', 'explorer']
 
 # %% ../nbs/06a_plots.ipynb #6dba7475
 def to_rgb(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -135,3 +136,64 @@ def mosaic_figure(images: torch.Tensor, row_labels: Sequence[str], col_labels: S
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/06a_plots.ipynb #f33373de
+def _under_runner() -> bool:
+    "True in a kernel `advnb run` started (papermill, no frontend to draw widgets): it sets ADVNB_PLAIN_PROGRESS."
+    import os
+    return bool(os.environ.get("ADVNB_PLAIN_PROGRESS"))
+
+
+def figure_png(fig: plt.Figure, dpi: int = 100) -> bytes:
+    "`fig` as PNG bytes; the figure is closed (so the inline backend does not show it a second time)."
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+class Explorer:
+    "A slider over `values` and the image of `view(value)`; see `explorer`."
+
+    def __init__(self, view, values: Sequence, value=None, description: str = "value", static: bool | None = None,
+                 label=None, dpi: int = 100):
+        import ipywidgets as w
+        self.view, self.values, self.dpi, self._cache = view, list(values), dpi, {}
+        if not self.values:
+            raise ValueError("explorer: no values to explore")
+        self.static = _under_runner() if static is None else static
+        options = [((label or str)(v), v) for v in self.values]
+        self.slider = w.SelectionSlider(options=options, value=self.values[0] if value is None else value,
+                                        description=description, continuous_update=False,
+                                        style={"description_width": "initial"}, layout=w.Layout(width="60%"))
+        self.image = w.Image(format="png", value=self.png(self.slider.value))
+        self.slider.observe(lambda ch: setattr(self.image, "value", self.png(ch["new"])), names="value")
+        self.widget = w.VBox([self.slider, self.image])
+
+    def png(self, v) -> bytes:
+        "The view of `v` as PNG bytes (drawn once per value)."
+        key = self.values.index(v)
+        if key not in self._cache:
+            self._cache[key] = figure_png(self.view(v), self.dpi)
+        return self._cache[key]
+
+    def sweep(self) -> list[bytes]:
+        "Move the slider through every value, as a reader would, and return the image shown at each (then restore it)."
+        start, seen = self.slider.value, []
+        for v in self.values:
+            self.slider.value = v
+            seen.append(self.image.value)
+        self.slider.value = start
+        return seen
+
+    def _ipython_display_(self):
+        from IPython.display import Image, display
+        display(Image(data=self.png(self.slider.value)) if self.static else self.widget)
+
+
+def explorer(view, values: Sequence, value=None, description: str = "value", static: bool | None = None,
+             label=None) -> Explorer:
+    """A slider over `values` (any values: negative λ, epochs, block counts) above the figure `view(value)` returns.
+    Under `advnb run` (or `static=True`) it displays the static figure of `value` (default: the first value)."""
+    return Explorer(view, values, value, description, static, label)

@@ -195,11 +195,10 @@ def last_state(reports: Path, stem: str) -> dict | None:
 
 # %% ../nbs/07_runner.ipynb #cc93f551
 def render_html(ipynb: Path, out: Path) -> Path:
-    "Render an executed notebook to standalone HTML (images inline)."
-    import nbformat
-    from nbconvert import HTMLExporter
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(str(ipynb), as_version=4))
-    return atomic_write_text(out, body)
+    "Render an executed notebook to standalone HTML (images inline, equations by the MathJax copied beside it: offline)."
+    from advnb.site import install_mathjax, notebook_html
+    install_mathjax(Path(out).parent)
+    return atomic_write_text(out, notebook_html(ipynb))
 
 
 @contextlib.contextmanager
@@ -283,45 +282,12 @@ def _esc(v) -> str:
 
 # %% ../nbs/07_runner.ipynb #8fa76b68
 def build_index(reports_root: Path, scale: str, notebooks: list[Path] | None = None) -> Path:
-    "Write `reports_root/<scale>/index.html` and return its path."
-    from advnb.claims import claims_table
+    "Write the site of `reports_root/<scale>/` (`advnb.site.build_site`: index, paper pages, claims) and return the index's path."
+    from advnb.site import build_site
     reports = Path(reports_root) / scale
-    reports.mkdir(parents=True, exist_ok=True)
     stems = [p.stem for p in notebooks] if notebooks else sorted(p.stem for p in reports.glob("*.ipynb") if "@" not in p.stem)
     stems = [v for s in stems for v in [s, *sorted(p.stem for p in reports.glob(f"{glob.escape(s)}@*.ipynb"))]]  # variants
-    rows = []
-    for stem in stems:
-        st = last_state(reports, stem) or {}
-        status = st.get("status", "not run")
-        link = f'<a href="{stem}.html">{stem}</a> (<a href="{stem}.ipynb">ipynb</a>)' if (reports / f"{stem}.html").exists() else stem
-        err = f'<br><small>{_esc(st.get("error", ""))}</small>' if status == "failed" else ""
-        rows.append(f'<tr class="{status}"><td>{link}</td><td>{status}{err}</td><td>{st.get("seconds", "")}</td>'
-                    f'<td>{_esc(st.get("started", ""))}</td></tr>')
-    figs = sorted((reports / "figures").glob("*.png"))
-    fig_html = "".join(f'<figure><a href="figures/{f.name}"><img src="figures/{f.name}"></a><figcaption>{f.stem} '
-                       f'(<a href="figures/{f.stem}.pdf">pdf</a>)</figcaption></figure>' for f in figs)
-    tabs = sorted((reports / "tables").glob("*.csv"))
-    tab_html = "".join(f'<li>{t.stem}: <a href="tables/{t.name}">csv</a> · <a href="tables/{t.stem}.md">md</a></li>' for t in tabs)
-    claims = claims_table(scale, reports_root)
-    if claims.empty:
-        claims_html = "<p>No claims recorded at this scale yet.</p>"
-    else:
-        head = "".join(f"<th>{c}</th>" for c in ["id", *claims.columns])
-        body = "".join(f'<tr class="{r.verdict.replace(" ", "-")}"><td>{_esc(i)}</td>' +
-                       "".join(f"<td>{_esc(v)}</td>" for v in r) + "</tr>" for i, r in claims.iterrows())
-        claims_html = f"<table><tr>{head}</tr>{body}</table>"
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>advnb reports — {scale}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}} table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}} tr.failed,tr.does-not-hold{{background:#fde2e2}}
-tr.ok,tr.holds{{background:#e6f4e6}} tr.inconclusive{{background:#fff7d6}} figure{{display:inline-block;margin:6px;width:260px}}
-figure img{{width:260px;border:1px solid #ddd}} figcaption{{font-size:12px;word-break:break-all}}</style></head><body>
-<h1>advnb — {scale} scale</h1><p>advnb {advnb.__version__}; index written {_dt.datetime.now().isoformat(timespec="seconds")}.</p>
-<h2>Notebooks</h2><table><tr><th>notebook</th><th>status</th><th>seconds</th><th>started (UTC)</th></tr>{''.join(rows)}</table>
-<h2>Claims ledger</h2>{claims_html}
-<h2>Tables</h2><ul>{tab_html or '<li>none</li>'}</ul>
-<h2>Figures</h2>{fig_html or '<p>none</p>'}
-</body></html>"""
-    return atomic_write_text(reports / "index.html", page)
+    return build_site(reports_root, scale, stems)
 
 # %% ../nbs/07_runner.ipynb #022815db
 def report_fingerprint(nb: Path, params: dict, scale: str, reports: Path, notebooks: list[Path]) -> str:

@@ -25,6 +25,28 @@ def isolated_settings(tmp_path, monkeypatch):
     core._current_run = None
 
 
+@pytest.fixture(scope="session")
+def smoke_site(tmp_path_factory):
+    """Every notebook in nbs/ rendered at smoke scale through the runner, once per test session, in a temporary cache
+    and reports folder: tests/test_notebooks.py checks the run, tests/test_site_browser.py reads the site it wrote.
+    Returns `(reports_root, number_failed, log_lines)`."""
+    from advnb import core, runner
+    tmp = tmp_path_factory.mktemp("smoke_site")
+    logs = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ADVNB_CACHE_DIR", str(tmp / "cache"))
+        mp.setenv("ADVNB_REPORTS_DIR", str(tmp / "reports"))
+        mp.setenv("ADVNB_DEVICE", "cpu")
+        core.get_settings(reload=True)
+        try:
+            failed = runner.run("smoke", project=ROOT, reports_dir=tmp / "reports", force=True, log=logs.append)
+        finally:
+            mp.undo()
+            core.get_settings(reload=True)
+            core._current_run = None
+    return tmp / "reports", failed, logs
+
+
 def pytest_terminal_summary(terminalreporter):
     "Print the fault-injection tally (tests/test_faults.py) when the session injected any faults."
     from fault_tally import TALLY

@@ -10,10 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_every_notebook_runs_at_smoke_scale(isolated_settings):
-    reports = isolated_settings / "reports"
-    logs = []
-    failed = runner.run("smoke", project=ROOT, reports_dir=reports, force=True, log=logs.append)
+def test_every_notebook_runs_at_smoke_scale(smoke_site):
+    reports, failed, logs = smoke_site  # rendered once per session (conftest.py); the browser test reads the same site
     print("\n".join(logs))
     states = {p.stem: json.loads(p.read_text()) for p in (reports / "smoke" / ".state").glob("*.json")}
     bad = {k: v.get("error") for k, v in states.items() if v["status"] != "ok"}
