@@ -112,7 +112,7 @@ def test_paper_e_specs_one_model_per_strength():
     assert list(specs) == [0, 4, 8, 16]
     assert specs[0].objective == "ce" and specs[16].objective == "pgd_at"
     assert specs[16].objective_kwargs == {"eps": pytest.approx(0.16), "alpha": pytest.approx(0.02), "steps": 7}
-    assert specs[4].callbacks == (("spectral_normalisation", {"sigma": 1.5}),)
+    assert specs[4].callbacks == (("spectral_normalisation", {"sigma": 1.5, "clip": True}),)
     f = S.paper_e_specs("synthetic-cifar10", strengths=[8], attack="fgsm")
     assert f[8].objective == "fgsm_at" and f[8].objective_kwargs == {"eps": pytest.approx(8 / 255)}
     with pytest.raises(ValueError, match="'pgd' or 'fgsm'"):
