@@ -13,3 +13,14 @@ def make_notebook(path: Path, params_src: str, body: str) -> Path:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, str(path))
     return path
+
+
+def make_project(root: Path, notebooks: dict) -> Path:
+    "A project folder: `nbs/` with `notebooks` ({stem: (params_src, body)}) and `params/` with empty parameter sets."
+    (root / "nbs").mkdir(parents=True)
+    (root / "params").mkdir()
+    for stem, (params_src, body) in notebooks.items():
+        make_notebook(root / "nbs" / f"{stem}.ipynb", params_src, body)
+    for s in ("smoke", "quick", "paper"):
+        (root / "params" / f"{s}.yaml").write_text("{}\n")
+    return root

@@ -6,24 +6,19 @@ import yaml
 
 from advnb import runner
 from advnb.runner import RunnerError
-from notebook_fixtures import make_notebook
+from notebook_fixtures import make_notebook, make_project
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def project(tmp_path):
-    (tmp_path / "nbs").mkdir()
-    (tmp_path / "params").mkdir()
-    make_notebook(tmp_path / "nbs" / "a_ok.ipynb", 'scale = "smoke"\nseed = 0\nn = 3\nrate = 0.5\nname = "x"\nflag = False',
-                  "from advnb.core import start_run, save_table\nimport pandas as pd\n"
-                  "run = start_run('a_ok', scale=scale, seed=seed)\n"
-                  "save_table(pd.DataFrame({'n': [n], 'rate': [rate]}), 'result', paper='T', number=1)\nprint(n * rate)")
-    make_notebook(tmp_path / "nbs" / "b_fail.ipynb", 'scale = "smoke"\nseed = 0',
-                  "x = 1\nraise ValueError('boom at smoke')")
-    for s in ("smoke", "quick", "paper"):
-        (tmp_path / "params" / f"{s}.yaml").write_text("{}\n")
-    return tmp_path
+    return make_project(tmp_path, {
+        "a_ok": ('scale = "smoke"\nseed = 0\nn = 3\nrate = 0.5\nname = "x"\nflag = False',
+                 "from advnb.core import start_run, save_table\nimport pandas as pd\n"
+                 "run = start_run('a_ok', scale=scale, seed=seed)\n"
+                 "save_table(pd.DataFrame({'n': [n], 'rate': [rate]}), 'result', paper='T', number=1)\nprint(n * rate)"),
+        "b_fail": ('scale = "smoke"\nseed = 0', "x = 1\nraise ValueError('boom at smoke')")})
 
 
 def test_notebook_parameters_parsed(project):

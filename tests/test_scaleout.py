@@ -12,7 +12,7 @@ import yaml
 
 from advnb import claims, runner
 from advnb.runner import RunnerError
-from notebook_fixtures import make_notebook
+from notebook_fixtures import make_notebook, make_project
 
 ROOT = Path(__file__).resolve().parents[1]
 quiet = lambda *_: None  # noqa: E731
@@ -23,19 +23,15 @@ REPORT = ("from advnb.core import start_run\nfrom advnb.claims import across_see
 
 @pytest.fixture
 def project(tmp_path):
-    (tmp_path / "nbs").mkdir()
-    (tmp_path / "params").mkdir()
-    make_notebook(tmp_path / "nbs" / "c_claim.ipynb", 'scale = "smoke"\nseed = 0\nepochs = 2',
-                  "from advnb.core import start_run\nfrom advnb import claims\n"
-                  "run = start_run('c_claim', scale=scale, seed=seed)\n"
-                  "claims.record('T.1.always', paper='T', section='1', statement='s', paper_value=1, our_value=seed, holds=True)\n"
-                  "claims.record('T.1.seed0', paper='T', section='1', statement='s', paper_value=1, our_value=seed, holds=seed == 0)\n"
-                  "print('epochs', epochs, 'seed', seed)")
-    make_notebook(tmp_path / "nbs" / "b_fail.ipynb", 'scale = "smoke"\nseed = 0', "raise ValueError('boom at smoke')")
-    make_notebook(tmp_path / "nbs" / "99_report.ipynb", 'scale = "smoke"\nseed = 0', REPORT)
-    for s in ("smoke", "quick", "paper"):
-        (tmp_path / "params" / f"{s}.yaml").write_text("{}\n")
-    return tmp_path
+    return make_project(tmp_path, {
+        "c_claim": ('scale = "smoke"\nseed = 0\nepochs = 2',
+                    "from advnb.core import start_run\nfrom advnb import claims\n"
+                    "run = start_run('c_claim', scale=scale, seed=seed)\n"
+                    "claims.record('T.1.always', paper='T', section='1', statement='s', paper_value=1, our_value=seed, holds=True)\n"
+                    "claims.record('T.1.seed0', paper='T', section='1', statement='s', paper_value=1, our_value=seed, holds=seed == 0)\n"
+                    "print('epochs', epochs, 'seed', seed)"),
+        "b_fail": ('scale = "smoke"\nseed = 0', "raise ValueError('boom at smoke')"),
+        "99_report": ('scale = "smoke"\nseed = 0', REPORT)})
 
 
 def test_expand_grid_is_the_product_named_by_the_varied_values():
@@ -109,7 +105,7 @@ def test_submitit_local_executor_renders_reports_failures_and_gathers_logs(proje
     assert any(l.startswith("skip  c_claim") for l in logs) and any("b_fail" in l and "failed" in l for l in logs)
 
 
-def test_a_job_that_dies_is_reported_failed_not_ok(project, monkeypatch):
+def test_a_job_that_dies_is_reported_failed_not_ok(project):
     pytest.importorskip("submitit")
     make_notebook(project / "nbs" / "d_dies.ipynb", 'scale = "smoke"\nseed = 0', "import os\nos._exit(3)")
     failed = runner.run("smoke", ["d_dies"], project=project, reports_dir=project / "reports", log=quiet,
