@@ -8,7 +8,7 @@ JOBS   ?= 1
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.advnb-installed
 
-.PHONY: install test lint run smoke export clean-nbs sync-check bench bench-train peers mutate
+.PHONY: install test lint run smoke export clean-nbs sync-check bench bench-train gpu-check peers mutate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ bench: install
 ## advnb.train's images per second against a minimal hand-written loop (CE and PGD-AT); target ratio <= 1.05
 bench-train: install
 	$(BIN)/python tools/bench_train.py
+
+## on a machine with CUDA: the CUDA tests, every notebook at smoke scale on the GPU, both benchmarks (gpu-check/)
+gpu-check: install
+	bash tools/gpu_check.sh
 
 ## plant hand-written one-line bugs one at a time and print the kill rate per module (minutes; not part of `make test`)
 mutate: install

@@ -201,13 +201,14 @@ def _project_l2_(x_adv, x, eps):
 
 
 def _pgd(model, x, y, eps, alpha, steps, norm, random_start, loss, kappa, targeted, seed,
-         best=False, tracker=None):
+         best=False, tracker=None, check=True):
     "The PGD loop shared by `pgd` and `pgd_minimal` (model already in eval mode, inputs validated)."
     gen = torch_generator(seed, x.device)
     clean_probs = None
     if loss == "kl":
         with torch.no_grad():
-            clean_probs = F.softmax(check_logits(model(x), x, y), 1)
+            logits = model(x)
+            clean_probs = F.softmax(check_logits(logits, x, y) if check else logits, 1)
     if norm == "linf":
         lower, upper = (x - eps).clamp_(min=0), (x + eps).clamp_(max=1)
     if random_start and eps > 0:
@@ -220,7 +221,7 @@ def _pgd(model, x, y, eps, alpha, steps, norm, random_start, loss, kappa, target
     for step in range(steps + (1 if (best or tracker is not None) else 0)):
         x_adv.requires_grad_(True)
         logits = model(x_adv)
-        if step == 0: check_logits(logits, x, y)
+        if step == 0 and check: check_logits(logits, x, y)
         l = attack_loss(logits, y, loss, kappa, clean_probs, targeted)
         if best or tracker is not None:
             with torch.no_grad():
@@ -259,12 +260,18 @@ def _check_pgd_args(eps, alpha, steps, norm, loss, targeted):
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
         norm: str = "linf", random_start: bool = True, loss: str = "ce", targeted: bool = False,
-        kappa: float = 50.0, best: bool = False, seed: int = 0) -> torch.Tensor:
-    "Madry's PGD in L∞ or L2 on the CE, TRADES-KL or CW-κ loss; the final iterate (or the per-example best)."
-    x, y = validate_inputs(model, x, y, eps, targeted)
+        kappa: float = 50.0, best: bool = False, seed: int = 0, check: bool = True) -> torch.Tensor:
+    """Madry's PGD in L∞ or L2 on the CE, TRADES-KL or CW-κ loss; the final iterate (or the per-example best).
+
+    `check=False` skips the checks of `x`, `y` and the logits, which make the host wait for the device: for a
+    training loop, whose batches are known images and labels."""
+    if check:
+        x, y = validate_inputs(model, x, y, eps, targeted)
+    else:
+        x, y = x.detach(), y.detach()
     eps, alpha = _check_pgd_args(eps, alpha, steps, norm, loss, targeted)
     with eval_mode(model):
-        return _pgd(model, x, y, eps, alpha, steps, norm, random_start, loss, kappa, targeted, seed, best)
+        return _pgd(model, x, y, eps, alpha, steps, norm, random_start, loss, kappa, targeted, seed, best, check=check)
 
 # %% ../nbs/03_attacks.ipynb #c3cf5db9
 def attack_success(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,

@@ -28,14 +28,16 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['SCALES', 'ENV_PREFIX', 'SETTINGS_FILE', 'SETTINGS_SECTION', 'SettingsError', 'Settings', 'find_settings_file',
-           'load_settings', 'get_settings', 'seed_everything', 'torch_generator', 'get_device', 'atomic_path',
-           'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'canonical_json', 'content_hash',
-           'code_fingerprint', 'Run', 'variant_name', 'start_run', 'current_run', 'output_name', 'output_meta',
-           'save_figure', 'markdown_table', 'save_table', 'progress']
+__all__ = ['SCALES', 'PRECISIONS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SETTINGS_SECTION', 'SettingsError', 'Settings',
+           'find_settings_file', 'load_settings', 'get_settings', 'seed_everything', 'torch_generator', 'get_device',
+           'mixed_precision', 'use_channels_last', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text',
+           'atomic_write_json', 'canonical_json', 'content_hash', 'code_fingerprint', 'Run', 'variant_name',
+           'start_run', 'current_run', 'output_name', 'output_meta', 'save_figure', 'markdown_table', 'save_table',
+           'progress']
 
 # %% ../nbs/00_core.ipynb #6bd7579f
 SCALES = ("smoke", "quick", "paper")
+PRECISIONS = ("fp32", "bf16", "fp16")
 ENV_PREFIX = "ADVNB_"
 SETTINGS_FILE = "settings.ini"
 SETTINGS_SECTION = "advnb"
@@ -55,6 +57,8 @@ class Settings:
     num_workers: int = 0
     scale: str = "quick"
     download: bool = False
+    precision: str = "fp32"  # training arithmetic on CUDA: fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)
+    channels_last: str = "auto"  # conv memory layout in training: auto (on CUDA) | true | false
     source: str = "defaults"  # which settings.ini was read, if any (for display only)
 
 # %% ../nbs/00_core.ipynb #89d05644
@@ -79,6 +83,15 @@ def _convert(key: str, raw: str, origin: str, base: Path) -> Any:
         if raw.lower() in _TRUE: return True
         if raw.lower() in _FALSE: return False
         raise SettingsError(f"{origin}: download={raw!r} is not a boolean; use 1/0, true/false, yes/no")
+    if key == "precision":
+        if raw not in PRECISIONS:
+            raise SettingsError(f"{origin}: precision={raw!r} is not one of {', '.join(PRECISIONS)}")
+        return raw
+    if key == "channels_last":
+        if raw.lower() == "auto": return "auto"
+        if raw.lower() in _TRUE: return "true"
+        if raw.lower() in _FALSE: return "false"
+        raise SettingsError(f"{origin}: channels_last={raw!r} is not auto, true or false")
     if key == "scale":
         if raw not in SCALES:
             raise SettingsError(f"{origin}: scale={raw!r} is not one of {', '.join(SCALES)}")
@@ -205,6 +218,24 @@ def get_device(preference: str | torch.device | None = None) -> torch.device:
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise SettingsError(f"device {pref!r} was asked for but MPS is not available here; use auto or cpu")
     return dev
+
+# %% ../nbs/00_core.ipynb #9578f283
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def mixed_precision(precision: str, device: str | torch.device = "cuda"):
+    "The autocast context of `precision` (fp32: none) on `device`'s type; wrap a forward pass or an attack in it."
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=_AUTOCAST_DTYPES[precision])
+
+
+def use_channels_last(device: str | torch.device, setting: str | None = None) -> bool:
+    "Whether training on `device` keeps convolution inputs and weights channels-last (`channels_last` setting)."
+    setting = get_settings().channels_last if setting is None else setting
+    return setting == "true" or (setting == "auto" and torch.device(device).type == "cuda")
 
 # %% ../nbs/00_core.ipynb #8f7066f1
 def _umask() -> int:

@@ -206,6 +206,13 @@ class ImageTensorDataset(Dataset):
         "Examples per class, (num_classes,)."
         return torch.bincount(self.y, minlength=self.num_classes)
 
+    @property
+    def device(self) -> torch.device: return self.x.device
+
+    def to(self, device) -> "ImageTensorDataset":
+        "The same dataset with images and labels on `device` (batches are then gathered and augmented there)."
+        return ImageTensorDataset(self.x.to(device), self.y.to(device), self.info, self.augment, self.indices)
+
     def with_augment(self, augment: bool = True) -> "ImageTensorDataset":
         "The same data (shared storage) with augmentation switched on or off."
         return ImageTensorDataset(self.x, self.y, self.info, augment, self.indices)
@@ -244,7 +251,8 @@ class ImageTensorDataset(Dataset):
         else:
             idx, aug = torch.tensor([int(i) for i in keys], dtype=torch.int64), None
         x, y = self.fetch(idx, aug)
-        out = _Batch(zip(x.unbind(0), y.tolist()))
+        # the per-sample list is for a DataLoader with its own collate_fn; on a GPU it would wait for the device
+        out = _Batch(zip(x.unbind(0), y.tolist())) if x.device.type == "cpu" else _Batch()
         out.x, out.y = x, y
         return out
 

@@ -129,16 +129,21 @@ def spec_cost(spec: TrainSpec, cache_dir=None) -> dict:
 
 # %% ../nbs/07a_plan.ipynb #1394a422
 def seconds_per_pass(spec: TrainSpec, device=None, repeats: int = 2, cpu_batch: int = 16) -> float:
-    "Seconds of one forward+backward pass of one image through `spec`'s model on `device` (timed, after a warm-up)."
+    """Seconds of one forward+backward pass of one image through `spec`'s model on `device` (timed after a warm-up,
+    in the memory layout and precision training uses there)."""
     device = core.get_device(device)
     info = dataset_info(spec.dataset)
     b = spec.batch_size if device.type == "cuda" else min(spec.batch_size, cpu_batch)
-    model = build_from_spec(spec).to(device).train()
-    x, y = torch.rand(b, *info.shape, device=device), torch.randint(info.num_classes, (b,), device=device)
+    layout = torch.channels_last if core.use_channels_last(device) else torch.preserve_format
+    model = build_from_spec(spec).to(device, memory_format=layout).train()
+    x = torch.rand(b, *info.shape, device=device).contiguous(memory_format=layout)
+    y = torch.randint(info.num_classes, (b,), device=device)
 
     def step():
         model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        with core.mixed_precision(spec.precision, device):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
         if device.type == "cuda": torch.cuda.synchronize()
     step()
     t0 = time.perf_counter()
@@ -163,7 +168,7 @@ def plan(scale: str, names: list[str] | None = None, project: Path | None = None
                 seen.add(spec.key)
                 todo = not (row["cached"] or row["shared"])
                 if timing and todo:
-                    arch = (spec.arch, core.canonical_json(spec.arch_kwargs), spec.dataset, spec.batch_size)
+                    arch = (spec.arch, core.canonical_json(spec.arch_kwargs), spec.dataset, spec.batch_size, spec.precision)
                     if arch not in speed:
                         speed[arch] = seconds_per_pass(spec, device)
                     row["hours"] = (row["train passes"] + row["eval passes"]) * speed[arch] / 3600

@@ -73,7 +73,7 @@ def kl_logit_pairing_loss(logits_adv: torch.Tensor, logits_clean: torch.Tensor, 
 @register_objective("kl_logit_pairing")
 def kl_logit_pairing_objective(model, x, y, eps=0.1, alpha=0.01, steps=10, gamma=1.0, seed=0):
     "Paper B's L loss: CE on x'_PGD + γ KL(P(x') || P(x)); x' from L∞ PGD on the CE (random start)."
-    x_adv = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, norm="linf", random_start=True, seed=seed)
+    x_adv = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, norm="linf", random_start=True, seed=seed, check=False)
     logits_adv = model(x_adv)
     return kl_logit_pairing_loss(logits_adv, model(x), y, gamma), logits_adv
 

@@ -16,7 +16,6 @@ import inspect
 import math
 import pkgutil
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,14 +26,16 @@ import torch.nn.functional as F
 
 from .checkpoints import (CorruptCheckpointError, checkpoint_path, completed_epochs, last_good_epoch, load_resume,
                                save_model, save_resume, step_path)
-from .core import code_fingerprint, content_hash, get_device, progress, seed_everything
+from .core import (PRECISIONS, code_fingerprint, content_hash, get_device, get_settings, mixed_precision, progress,
+                        seed_everything, use_channels_last)
 
 # %% auto #0
 __all__ = ['OBJECTIVES', 'REGULARIZERS', 'CALLBACKS', 'register_objective', 'get_objective', 'register_regularizer',
-           'get_regularizer', 'register_callback', 'get_callback', 'load_plugins', 'Registry', 'ce_objective',
-           'pgd_at_objective', 'TrainContext', 'Callback', 'TrainSpec', 'eval_attack_of', 'spec_fingerprint', 'lr_at',
-           'build_from_spec', 'make_optimizer', 'make_callbacks', 'train_data', 'eval_data', 'training_loss',
-           'NonFiniteLossError', 'train']
+           'get_regularizer', 'register_callback', 'get_callback', 'DEVICE_DATA_MAX_BYTES', 'READ_EVERY',
+           'load_plugins', 'Registry', 'ce_objective', 'pgd_at_objective', 'TrainContext', 'Callback', 'TrainSpec',
+           'default_precision', 'eval_attack_of', 'spec_fingerprint', 'lr_at', 'build_from_spec', 'make_optimizer',
+           'make_callbacks', 'train_data', 'hold_on_device', 'eval_data', 'training_loss', 'NonFiniteLossError',
+           'EpochSums', 'train']
 
 # %% ../nbs/05_training.ipynb #cf719b41
 _NOT_PLUGIN_MODULES = {"runner"}  # the command line: registers nothing, imports papermill
@@ -90,7 +91,7 @@ def ce_objective(model, x, y):
 def pgd_at_objective(model, x, y, eps=8 / 255, alpha=2 / 255, steps=10, norm="linf", seed=0):
     "Madry PGD adversarial training: cross-entropy on PGD adversarial examples (random start)."
     from advnb.attacks import pgd
-    x_adv = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm, random_start=True, seed=seed)
+    x_adv = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm, random_start=True, seed=seed, check=False)
     logits = model(x_adv)
     return F.cross_entropy(logits, y), logits
 
@@ -104,7 +105,7 @@ class TrainContext:
     epoch: int
     step: int
     history: list
-    loss: float | None = None
+    loss: torch.Tensor | None = None  # after_step: the step's total loss, a 0-d tensor on the device
     row: dict = field(default_factory=dict)
 
 
@@ -154,8 +155,12 @@ class TrainSpec:
     checkpoint_every: int | None = None  # also keep the weights every this many optimiser steps (and at step 0)
     eval_n_per_class: int | None = None  # test examples per class evaluated after each epoch (None: all)
     eval_attack: dict | None = None  # Attack fields of a per-epoch robust accuracy, e.g. dict(eps=8/255, alpha=2/255, steps=10)
+    precision: str | None = None  # fp32 | bf16 | fp16 autocast in training (None: `default_precision()`)
 
     def __post_init__(self):
+        object.__setattr__(self, "precision", default_precision() if self.precision is None else self.precision)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer {self.optimizer!r}: use 'sgd' or 'adam'")
         if self.schedule not in ("piecewise", "linear", "constant"):
@@ -194,6 +199,12 @@ class TrainSpec:
 
     def replace(self, **changes) -> "TrainSpec":
         return dataclasses.replace(self, **changes)
+
+# %% ../nbs/05_training.ipynb #89d88630
+def default_precision() -> str:
+    "The `precision` setting where training runs on CUDA (the `device` setting), else fp32."
+    precision = get_settings().precision
+    return precision if precision != "fp32" and get_device().type == "cuda" else "fp32"
 
 # %% ../nbs/05_training.ipynb #e23b0ec6
 def eval_attack_of(spec: TrainSpec):
@@ -254,6 +265,16 @@ def train_data(spec: TrainSpec):
     return load_dataset(spec.dataset, "train", augment=spec.augment, n_per_class=spec.n_per_class, seed=spec.seed)
 
 
+DEVICE_DATA_MAX_BYTES = 4 * 2**30  # training splits up to this size are held on a CUDA device
+
+
+def hold_on_device(ds, device: torch.device):
+    "On CUDA, `ds` moved to the device once (batches are then gathered and augmented there); elsewhere `ds` itself."
+    if device.type != "cuda" or not hasattr(ds, "to") or ds.x.numel() * ds.x.element_size() > DEVICE_DATA_MAX_BYTES:
+        return ds
+    return ds.to(device)
+
+
 def eval_data(spec: TrainSpec) -> tuple[torch.Tensor, torch.Tensor]:
     "`(x, y)`: the test images evaluated after every epoch (`eval_n_per_class` per class, or the whole split)."
     from advnb.data import load_dataset, take
@@ -272,7 +293,7 @@ def _call(fn: Callable, model, x, y, kwargs: dict, **context):
 
 
 def training_loss(spec: TrainSpec, model, x, y, epoch: int = 0, step: int = 0):
-    "`(total, objective loss, logits, {regulariser: R})`: the objective's loss plus lam * R for each regulariser."
+    "`(total, objective loss, logits, {regulariser: R (detached)})`: the objective's loss plus lam * R for each regulariser."
     ctx = dict(seed=spec.seed * 1_000_003 + step, epoch=epoch, step=step)
     loss, logits = _call(get_objective(spec.objective), model, x, y, spec.objective_kwargs, **ctx)
     total, terms = loss, {}
@@ -280,7 +301,7 @@ def training_loss(spec: TrainSpec, model, x, y, epoch: int = 0, step: int = 0):
         kw = dict(kw)
         lam = kw.pop("lam", 1.0)
         r = _call(get_regularizer(name), model, x, y, kw, **ctx)
-        terms[name] = float(r.detach())
+        terms[name] = r.detach()
         total = total + lam * r
     return total, loss, logits, terms
 
@@ -289,12 +310,49 @@ class NonFiniteLossError(FloatingPointError):
     "Training produced a NaN or infinite loss."
 
 
-def _check_finite(spec, loss, epoch, i, lr, out_dir):
-    if not torch.isfinite(loss):
+READ_EVERY = 25  # optimiser steps between reads of the device-side statistics
+
+
+class EpochSums:
+    "An epoch's running sums and its first non-finite loss, kept on `device`; `read` transfers them in one go."
+
+    def __init__(self, device: torch.device):
+        self.device, self.n, self.sums = device, 0, {}
+        self.dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.first_bad = torch.full((), -1.0, dtype=self.dtype, device=device)  # global step, -1: none yet
+        self.bad_value = torch.zeros((), dtype=self.dtype, device=device)
+
+    def add(self, step: int, total, loss, logits, y, terms: dict) -> None:
+        "Add one batch: no transfer, only queued device work."
+        n = len(y)
+        self.n += n
+        new = {"loss": loss.detach().to(self.dtype) * n, "correct": (logits.detach().argmax(1) == y).sum().to(self.dtype),
+               **{f"reg_{k}": v.to(self.dtype) * n for k, v in terms.items()}}
+        for k, v in new.items():
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+        bad = ~torch.isfinite(total.detach()) & (self.first_bad < 0)
+        self.first_bad = torch.where(bad, float(step), self.first_bad)
+        self.bad_value = torch.where(bad, total.detach().to(self.dtype), self.bad_value)
+
+    def read(self) -> dict:
+        "The sums as Python floats, with `first_bad` and `bad_value` (one device-to-host transfer)."
+        names = [*self.sums, "first_bad", "bad_value"]
+        values = torch.stack([*self.sums.values(), self.first_bad, self.bad_value]).tolist()
+        return dict(zip(names, values))
+
+
+def _read_checked(spec, sums: EpochSums, steps_per_epoch: int, out_dir) -> dict:
+    "`sums.read()`, raising `NonFiniteLossError` if a loss so far was NaN or infinite."
+    values = sums.read()
+    if values["first_bad"] >= 0:
+        step = int(values["first_bad"])
+        epoch, i = divmod(step, steps_per_epoch)
         raise NonFiniteLossError(
-            f"{spec.name}: loss became {loss.item()} at epoch {epoch + 1}, step {i + 1} (lr={lr:.3g}). "
+            f"{spec.name}: loss became {values['bad_value']} at epoch {epoch + 1}, step {i + 1} "
+            f"(lr={lr_at(spec, epoch + i / steps_per_epoch):.3g}). "
             f"{_last_good(out_dir)} Lower lr, check the objective's hyper-parameters "
             f"{spec.objective_kwargs}, or the input data for NaNs.")
+    return values
 
 
 def _last_good(out_dir) -> str:
@@ -305,48 +363,50 @@ def _last_good(out_dir) -> str:
     return f"The last good checkpoint (finite test loss) is epoch {e}: {checkpoint_path(out_dir, e)}."
 
 # %% ../nbs/05_training.ipynb #0c7ae17b
-def _train_epoch(spec, model, opt, callbacks, train_ds, epoch, steps_per_epoch, history, out_dir, show_progress):
+def _train_epoch(spec, model, opt, scaler, callbacks, train_ds, epoch, steps_per_epoch, history, out_dir, show_progress):
     "One epoch of optimiser steps; this epoch's training statistics."
     from advnb.data import make_loader
-    loader = make_loader(train_ds, spec.batch_size, shuffle=True, seed=spec.seed * 1_000_003 + epoch)
-    device, sums = next(model.parameters()).device, defaultdict(float)
+    device = next(model.parameters()).device
+    on_device = getattr(train_ds, "device", torch.device("cpu")).type != "cpu"  # held there: no worker processes
+    loader = make_loader(train_ds, spec.batch_size, shuffle=True, seed=spec.seed * 1_000_003 + epoch,
+                         **({"num_workers": 0} if on_device else {}))
+    layout = torch.channels_last if use_channels_last(device) else torch.preserve_format
+    sums = EpochSums(device)
     model.train()
     bar = progress(loader, desc=f"epoch {epoch + 1}/{spec.epochs}", leave=False, disable=not show_progress)
     for i, (x, y) in enumerate(bar):
         step, lr = epoch * steps_per_epoch + i, lr_at(spec, epoch + i / steps_per_epoch)
         for g in opt.param_groups:
             g["lr"] = lr
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x = x.to(device, non_blocking=True, memory_format=layout if x.dim() == 4 else torch.preserve_format)
+        y = y.to(device, non_blocking=True)
         ctx = TrainContext(spec, model, opt, epoch, step, history)
         for cb in callbacks: cb.before_step(ctx)
-        total, loss, logits, terms = training_loss(spec, model, x, y, epoch, step)
-        _check_finite(spec, total, epoch, i, lr, out_dir)
+        with mixed_precision(spec.precision, device):
+            total, loss, logits, terms = training_loss(spec, model, x, y, epoch, step)
+        sums.add(step, total, loss, logits, y, terms)
         opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        ctx.step, ctx.loss = step + 1, total.item()
+        scaler.scale(total).backward()
+        scaler.step(opt)
+        scaler.update()
+        ctx.step, ctx.loss = step + 1, total.detach()
         for cb in callbacks: cb.after_step(ctx)
-        _accumulate(sums, len(y), loss.item(), (logits.detach().argmax(1) == y).sum().item(), terms)
         if spec.checkpoint_every and (step + 1) % spec.checkpoint_every == 0:
+            _read_checked(spec, sums, steps_per_epoch, out_dir)  # never keep weights a non-finite loss produced
             save_model(model, step_path(out_dir, step + 1), _meta(spec, epoch + (i + 1) / steps_per_epoch, step + 1))
-        if show_progress and (i % 10 == 0 or i == steps_per_epoch - 1):
-            bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.3f}", acc=f"{sums['correct'] / sums['n']:.3f}", lr=f"{lr:.2g}")
-    n = sums.pop("n")
-    row = {"epoch": epoch + 1, "train_loss": sums.pop("loss") / n, "train_acc": sums.pop("correct") / n, "lr": lr}
-    return {**row, **{k: v / n for k, v in sums.items()}}
-
-
-def _accumulate(sums, n, loss, correct, terms):
-    sums["n"] += n; sums["loss"] += loss * n; sums["correct"] += correct
-    for k, v in terms.items():
-        sums[f"reg_{k}"] += v * n
+        if (i + 1) % READ_EVERY == 0 or i == steps_per_epoch - 1:
+            values = _read_checked(spec, sums, steps_per_epoch, out_dir)
+            bar.set_postfix(loss=f"{values['loss'] / sums.n:.3f}", acc=f"{values['correct'] / sums.n:.3f}", lr=f"{lr:.2g}")
+    values, n = _read_checked(spec, sums, steps_per_epoch, out_dir), sums.n
+    row = {"epoch": epoch + 1, "train_loss": values["loss"] / n, "train_acc": values["correct"] / n, "lr": lr}
+    return {**row, **{k: v / n for k, v in values.items() if k.startswith("reg_")}}
 
 
 def _meta(spec, epoch, step=None) -> dict:
     return {"spec": spec.to_dict(), "spec_key": spec.key, "epoch": epoch, **({} if step is None else {"step": step})}
 
 # %% ../nbs/05_training.ipynb #30b528e8
-def _restore(spec, out_dir, model, opt, callbacks, device, resume: bool) -> tuple[int, list]:
+def _restore(spec, out_dir, model, opt, scaler, callbacks, device, resume: bool) -> tuple[int, list]:
     "`(epochs done, history)` after restoring `out_dir`'s resume state, or `(0, [])` after seeding."
     meta = load_resume(out_dir, model, opt, device) if resume else None
     if meta is None:
@@ -356,6 +416,8 @@ def _restore(spec, out_dir, model, opt, callbacks, device, resume: bool) -> tupl
         raise CorruptCheckpointError(f"{Path(out_dir) / 'resume.json'} belongs to spec {meta['spec_key']}, not {spec.key}")
     for cb, state in zip(callbacks, meta.get("callbacks", [])):
         cb.load_state_dict(state)
+    if meta.get("grad_scaler"):
+        scaler.load_state_dict(meta["grad_scaler"])
     return meta["epoch"], meta["history"]
 
 # %% ../nbs/05_training.ipynb #fdc0477b
@@ -369,9 +431,13 @@ def train(spec: TrainSpec, out_dir: Path | str, device=None, resume: bool = True
     out_dir, device = Path(out_dir), get_device(device)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = build_from_spec(spec).to(device)
+    if use_channels_last(device):
+        model = model.to(memory_format=torch.channels_last)
     opt, callbacks = make_optimizer(spec, model), make_callbacks(spec)
+    scaler = torch.amp.GradScaler(device.type, enabled=spec.precision == "fp16")
     train_ds, (x_test, y_test) = train_data(spec), eval_data(spec)  # before restoring RNG states: loading must not shift them
-    start, history = _restore(spec, out_dir, model, opt, callbacks, device, resume)
+    train_ds = hold_on_device(train_ds, device)
+    start, history = _restore(spec, out_dir, model, opt, scaler, callbacks, device, resume)
     if start and start not in completed_epochs(out_dir):  # the epoch's checkpoint was lost: the resume state has it
         save_model(model, checkpoint_path(out_dir, start), {**_meta(spec, start), "history": history})
     steps_per_epoch = math.ceil(len(train_ds) / spec.batch_size)
@@ -380,7 +446,8 @@ def train(spec: TrainSpec, out_dir: Path | str, device=None, resume: bool = True
     atk = eval_attack_of(spec)
     for epoch in range(start, spec.epochs if stop_after_epoch is None else min(spec.epochs, stop_after_epoch)):
         t0 = time.time()
-        row = _train_epoch(spec, model, opt, callbacks, train_ds, epoch, steps_per_epoch, history, out_dir, show_progress)
+        row = _train_epoch(spec, model, opt, scaler, callbacks, train_ds, epoch, steps_per_epoch, history, out_dir,
+                           show_progress)
         for cb in callbacks: cb.after_epoch(TrainContext(spec, model, opt, epoch, (epoch + 1) * steps_per_epoch, history, row=row))
         ev = evaluate(model, x_test, y_test, {"robust": atk} if atk else {}, seed=spec.seed)
         row.update(test_loss=float(ev.clean_losses.mean()), test_acc=ev.clean_accuracy)
@@ -391,6 +458,7 @@ def train(spec: TrainSpec, out_dir: Path | str, device=None, resume: bool = True
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in history[-1].items()))
         save_model(model, checkpoint_path(out_dir, epoch + 1), {**_meta(spec, epoch + 1), "history": history})
         save_resume(out_dir, model, opt, {**_meta(spec, epoch + 1), "history": history,
-                                          "callbacks": [cb.state_dict() for cb in callbacks]})
+                                          "callbacks": [cb.state_dict() for cb in callbacks],
+                                          "grad_scaler": scaler.state_dict()})
     model.eval()
     return model, history

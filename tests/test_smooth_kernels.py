@@ -75,7 +75,7 @@ def test_one_by_one_kernels_are_not_regularised_and_the_spec_adds_lambda_R():
     x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
     total, loss, _, terms = training_loss(spec, m, x, y)
     r = B.smooth_kernel_regularizer(m)
-    assert terms["smooth_kernel"] == pytest.approx(r.item(), rel=1e-6)
+    assert float(terms["smooth_kernel"]) == pytest.approx(r.item(), rel=1e-6)
     assert total.item() == pytest.approx(loss.item() + 100.0 * r.item(), rel=1e-5)
     h = B.paper_b_specs("synthetic-mnist")["AH"]
     assert h.regularizers == (("smooth_kernel", {"lam": -100.0}),) and h.objective == "pgd_at"

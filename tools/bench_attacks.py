@@ -71,12 +71,15 @@ def main(argv=None):
                     help="wall-clock seconds, or CPU seconds of this process (steadier when other jobs share the "
                          "cores; use with --threads 1)")
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (timings wait for the device after each call)")
     args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    wait = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     eps, alpha, k = 8 / 255, 2 / 255, args.steps
-    x = torch.rand(args.batch, 3, 32, 32)
-    y = torch.randint(0, 10, (args.batch,))
+    x = torch.rand(args.batch, 3, 32, 32).to(device)
+    y = torch.randint(0, 10, (args.batch,)).to(device)
 
     peers = {}
     try:
@@ -98,7 +101,7 @@ def main(argv=None):
     rows = []
     for name in args.models:
         model, desc = (small_cnn(), "small CNN (5 conv/fc layers)") if name == "cnn" else resnet18()
-        model.eval()
+        model.to(device).eval()
         fns = {"floor": lambda: floor_input(model, x, y, k), "floor+W": lambda: floor_full(model, x, y, k),
                "advnb": lambda: pgd(model, x, y, eps, alpha, k)}
         fns.update({p: mk(model) for p, mk in peers.items()})
@@ -109,6 +112,7 @@ def main(argv=None):
             for n, f in fns.items():  # interleaved, so background load hits every method alike
                 t0, c0 = time.perf_counter(), time.process_time()
                 f()
+                wait()
                 times[n].append(time.perf_counter() - t0); cpu[n].append(time.process_time() - c0)
         if args.clock == "cpu":
             times, cpu = cpu, times
