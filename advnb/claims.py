@@ -22,8 +22,8 @@ from .core import SCALES, atomic_write_text, current_run, get_settings
 
 # %% auto #0
 __all__ = ['RULE', 'Claim', 'record', 'load_claims', 'verdict', 'claims_table', 'accuracy_difference_se', 'paired_difference',
-           'mean_difference', 'exceeds', 'bootstrap_se', 'compare', 'criterion_text', 'all_hold', 'split_variant',
-           'combined_verdict', 'across_seeds']
+           'mean_difference', 'exceeds', 'bootstrap_se', 'bootstrap_se_groups', 'compare', 'criterion_text', 'all_hold',
+           'split_variant', 'combined_verdict', 'across_seeds']
 
 # %% ../nbs/04_claims.ipynb #dec3ed59
 @dataclass
@@ -158,13 +158,21 @@ def exceeds(diff: float, se: float, z: float = 2.0) -> bool | None:
 def bootstrap_se(statistic, *samples, n_boot: int = 1000, seed: int = 0) -> float:
     """Paired bootstrap standard error of `statistic(*samples)`: the rows (first axis) of every sample are resampled
     together, with replacement, `n_boot` times. Resamples where the statistic is not finite are dropped (NaN if all are)."""
+    return bootstrap_se_groups(statistic, samples, n_boot=n_boot, seed=seed)
+
+
+def bootstrap_se_groups(statistic, *groups, n_boot: int = 1000, seed: int = 0) -> float:
+    """Bootstrap SE of `statistic(*groups[0], *groups[1], ...)` for independent groups of examples: each group is a
+    tuple of paired samples whose rows are resampled together; each group is resampled on its own."""
     import numpy as np
-    arrays = [np.asarray(s) for s in samples]
-    if not arrays or len({len(a) for a in arrays}) != 1:
-        raise ValueError(f"bootstrap_se needs samples of one length (paired rows), got lengths {[len(a) for a in arrays]}")
+    groups = [[np.asarray(s) for s in g] for g in groups]
+    for g in groups:
+        if not g or len({len(a) for a in g}) != 1:
+            raise ValueError(f"bootstrap needs samples of one length (paired rows) in a group, got lengths "
+                             f"{[len(a) for a in g]}")
     rng = np.random.default_rng(seed)
-    n = len(arrays[0])
-    vals = np.array([statistic(*(a[i] for a in arrays)) for i in rng.integers(0, n, size=(n_boot, n))], dtype=float)
+    draws = [rng.integers(0, len(g[0]), size=(n_boot, len(g[0]))) for g in groups]
+    vals = np.array([statistic(*(a[d[b]] for g, d in zip(groups, draws) for a in g)) for b in range(n_boot)], dtype=float)
     vals = vals[np.isfinite(vals)]
     return float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
 

@@ -61,6 +61,21 @@ def test_bootstrap_se_of_a_mean_is_sd_over_root_n_and_resamples_rows_together():
         claims.bootstrap_se(lambda a, b: 0.0, d, d[:10])
 
 
+def test_bootstrap_se_groups_resamples_each_group_on_its_own():
+    import numpy as np
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(0.0, 2.0, 400), rng.normal(1.0, 1.0, 100)
+    diff = lambda x, y: x.mean() - y.mean()  # noqa: E731
+    se = claims.bootstrap_se_groups(diff, (a,), (b,), n_boot=2000)
+    assert se == pytest.approx(claims.mean_difference(a, b)[1], rel=0.1)  # the unpaired SE of a difference of means
+    # rows of one group stay together: a column against itself within a group never varies
+    assert claims.bootstrap_se_groups(lambda x, y, z: diff(x, y), (a, a.copy()), (b,)) == 0.0
+    # one group is the paired bootstrap, draw for draw
+    assert claims.bootstrap_se_groups(np.mean, (a,), seed=4) == claims.bootstrap_se(np.mean, a, seed=4)
+    with pytest.raises(ValueError, match="one length"):
+        claims.bootstrap_se_groups(diff, (a, a[:5]), (b,))
+
+
 def test_mean_difference_is_the_unpaired_standard_error():
     import numpy as np
     a, b = np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.0, 1.0, 5.0])
