@@ -113,6 +113,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'advnb.core._source': ('core.html#_source', 'advnb/core.py'),
                             'advnb.core._umask': ('core.html#_umask', 'advnb/core.py'),
                             'advnb.core._unwrap': ('core.html#_unwrap', 'advnb/core.py'),
+                            'advnb.core.apply_torch_threads': ('core.html#apply_torch_threads', 'advnb/core.py'),
                             'advnb.core.atomic_path': ('core.html#atomic_path', 'advnb/core.py'),
                             'advnb.core.atomic_write_bytes': ('core.html#atomic_write_bytes', 'advnb/core.py'),
                             'advnb.core.atomic_write_json': ('core.html#atomic_write_json', 'advnb/core.py'),

@@ -29,11 +29,11 @@ import torch
 
 # %% auto #0
 __all__ = ['SCALES', 'PRECISIONS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SETTINGS_SECTION', 'SettingsError', 'Settings',
-           'find_settings_file', 'load_settings', 'get_settings', 'seed_everything', 'torch_generator', 'get_device',
-           'mixed_precision', 'use_channels_last', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text',
-           'atomic_write_json', 'canonical_json', 'content_hash', 'code_fingerprint', 'Run', 'variant_name',
-           'start_run', 'current_run', 'output_name', 'output_meta', 'save_figure', 'markdown_table', 'save_table',
-           'progress']
+           'find_settings_file', 'load_settings', 'get_settings', 'seed_everything', 'apply_torch_threads',
+           'torch_generator', 'get_device', 'mixed_precision', 'use_channels_last', 'atomic_path', 'atomic_write_bytes',
+           'atomic_write_text', 'atomic_write_json', 'canonical_json', 'content_hash', 'code_fingerprint', 'Run',
+           'variant_name', 'start_run', 'current_run', 'output_name', 'output_meta', 'save_figure', 'markdown_table',
+           'save_table', 'progress']
 
 # %% ../nbs/00_core.ipynb #6bd7579f
 SCALES = ("smoke", "quick", "paper")
@@ -55,6 +55,7 @@ class Settings:
     reports_dir: Path = Path("reports")
     device: str = "auto"
     num_workers: int = 0
+    torch_threads: int = 0  # torch's CPU threads; 0: $SLURM_CPUS_PER_TASK inside a Slurm job, else torch's default
     scale: str = "quick"
     download: bool = False
     precision: str = "fp32"  # training arithmetic on CUDA: fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)
@@ -71,13 +72,13 @@ def _convert(key: str, raw: str, origin: str, base: Path) -> Any:
     if key in ("data_root", "cache_dir", "reports_dir"):
         p = Path(os.path.expandvars(os.path.expanduser(raw)))
         return p if p.is_absolute() else (base / p).resolve()
-    if key == "num_workers":
+    if key in ("num_workers", "torch_threads"):
         try:
             v = int(raw)
         except ValueError:
-            raise SettingsError(f"{origin}: num_workers={raw!r} is not an integer; set it to 0 or more") from None
+            raise SettingsError(f"{origin}: {key}={raw!r} is not an integer; set it to 0 or more") from None
         if v < 0:
-            raise SettingsError(f"{origin}: num_workers={v} must be 0 or more")
+            raise SettingsError(f"{origin}: {key}={v} must be 0 or more")
         return v
     if key == "download":
         if raw.lower() in _TRUE: return True
@@ -192,6 +193,17 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     if deterministic:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+
+# %% ../nbs/00_core.ipynb #459c2cad
+def apply_torch_threads(threads: int | None = None, environ: dict | None = None) -> int:
+    "Set torch's CPU threads from `threads` (default: the `torch_threads` setting; 0: `$SLURM_CPUS_PER_TASK` if set); the count in use."
+    threads = get_settings().torch_threads if threads is None else int(threads)
+    environ = os.environ if environ is None else environ
+    if threads == 0 and environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        threads = int(environ["SLURM_CPUS_PER_TASK"])
+    if threads > 0 and threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 # %% ../nbs/00_core.ipynb #d27d9964
 def torch_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
@@ -413,9 +425,9 @@ def variant_name(overrides: dict) -> str:
 
 def start_run(notebook: str, scale: str = "smoke", seed: int = 0, reports_dir: Path | str | None = None,
               variant: str | None = None) -> Run:
-    """Seed everything and make `reports/<scale>/` the destination of this notebook's figures, tables and claims.
-    `variant` (default: `$ADVNB_VARIANT`, which `advnb run --set` sets) tags all of them, so a run with overridden
-    parameters is kept beside the scale's own run instead of replacing it."""
+    """Set torch's CPU threads (`apply_torch_threads`), seed everything and make `reports/<scale>/` the destination
+    of this notebook's figures, tables and claims. `variant` (default: `$ADVNB_VARIANT`, which `advnb run --set` sets)
+    tags all of them, so a run with overridden parameters is kept beside the scale's own run instead of replacing it."""
     global _current_run
     if scale not in SCALES:
         raise SettingsError(f"scale={scale!r} is not one of {', '.join(SCALES)}")
@@ -424,6 +436,7 @@ def start_run(notebook: str, scale: str = "smoke", seed: int = 0, reports_dir: P
     run = Run(notebook=notebook, scale=scale, seed=int(seed), root=(root / scale).resolve(), variant=variant)
     run.figures_dir.mkdir(parents=True, exist_ok=True)
     run.tables_dir.mkdir(parents=True, exist_ok=True)
+    apply_torch_threads()
     seed_everything(run.seed)
     _current_run = run
     return run

@@ -159,3 +159,26 @@ def test_package_docstring_and_llms_txt_name_every_module():
     llms = (root.parent / "nbs" / "llms.txt").read_text()
     missing = [m for m in modules if f"`advnb.{m}`" not in advnb.__doc__ or f"`advnb.{m}`" not in llms]
     assert not missing, f"not named in advnb/__init__.py or nbs/llms.txt: {missing} (a module summary needs 4+ lines)"
+
+
+def test_torch_threads_setting_is_applied_by_start_run(monkeypatch, tmp_path):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("ADVNB_TORCH_THREADS", "1")
+        core.get_settings(reload=True)
+        torch.set_num_threads(2)
+        core.start_run("threads", "smoke", 0, reports_dir=tmp_path)
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("ADVNB_TORCH_THREADS", "0")
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
+        core.get_settings(reload=True)
+        core.start_run("threads", "smoke", 0, reports_dir=tmp_path)
+        assert torch.get_num_threads() == 2  # inside a Slurm job: the CPUs it was given
+        monkeypatch.setenv("ADVNB_TORCH_THREADS", "many")
+        with pytest.raises(core.SettingsError, match="torch_threads='many' is not an integer"):
+            core.get_settings(reload=True)
+    finally:
+        monkeypatch.undo()
+        core.get_settings(reload=True)
+        core._current_run = None
+        torch.set_num_threads(before)
