@@ -163,7 +163,7 @@ class _Batch(list):
 class ImageTensorDataset(Dataset):
     "A whole split in memory: `x` uint8 (N, C, H, W), `y` int64 (N,); items are float [0, 1] images and int labels."
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, info: DatasetInfo, augment: bool = False,
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, info: DatasetInfo, augment: bool | str = False,
                  indices: torch.Tensor | None = None):
         if x.dtype != torch.uint8 or x.dim() != 4 or tuple(x.shape[1:]) != tuple(info.shape):
             raise ValueError(f"{info.name}: x must be uint8 (N, {', '.join(map(str, info.shape))}), "
@@ -171,7 +171,9 @@ class ImageTensorDataset(Dataset):
         y = torch.as_tensor(y, dtype=torch.int64)
         if y.shape != (x.shape[0],):
             raise ValueError(f"{info.name}: y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
-        self.x, self.y, self.info, self.augment = x, y, info, bool(augment)
+        if augment not in (False, True, "flip"):
+            raise ValueError(f"augment must be False, True (the papers' pad-crop + flip) or 'flip' (flips only), got {augment!r}")
+        self.x, self.y, self.info, self.augment = x, y, info, augment if augment == "flip" else bool(augment)
         # positions in the full split this dataset was cut from (subset/load_dataset keep track)
         self.indices = torch.arange(len(y)) if indices is None else torch.as_tensor(indices, dtype=torch.int64)
 
@@ -213,7 +215,7 @@ class ImageTensorDataset(Dataset):
         "The same dataset with images and labels on `device` (batches are then gathered and augmented there)."
         return ImageTensorDataset(self.x.to(device), self.y.to(device), self.info, self.augment, self.indices)
 
-    def with_augment(self, augment: bool = True) -> "ImageTensorDataset":
+    def with_augment(self, augment: bool | str = True) -> "ImageTensorDataset":
         "The same data (shared storage) with augmentation switched on or off."
         return ImageTensorDataset(self.x, self.y, self.info, augment, self.indices)
 
@@ -227,6 +229,7 @@ class ImageTensorDataset(Dataset):
         idx = torch.as_tensor(idx, dtype=torch.int64)
         x = self.x[idx]
         pad, flip = augmentation_policy(self.info)
+        pad = 0 if self.augment == "flip" else pad
         if self.augment and (pad or flip):
             if keys is None:  # torch's global RNG (seeded per worker by the DataLoader)
                 keys = torch.randint(0, _KEY_HIGH, idx.shape)
@@ -560,7 +563,7 @@ SPLITS = ("train", "test")
 
 
 def load_dataset(name: str, split: str = "train", root: Path | str | None = None, download: bool | None = None,
-                 augment: bool = False, n_per_class: int | None = None, seed: int = 0) -> ImageTensorDataset:
+                 augment: bool | str = False, n_per_class: int | None = None, seed: int = 0) -> ImageTensorDataset:
     "Split `split` of dataset `name` (see `DATASETS`) as an in-memory `ImageTensorDataset` of [0, 1] images."
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")

@@ -34,11 +34,13 @@ def steps_to_epochs(steps: int, n_train: int, batch_size: int = 32) -> int:
 def paper_d_specs(dataset: str, arch: str = "wrn", arch_kwargs: dict | None = None, n_per_class: int | None = None,
                   epochs: int = 51, batch_size: int = 32, lr: float = 1e-3, eps: float = 0.03, alpha: float = 0.0075,
                   steps: int = 10, k: int = 2, cuts: str = "random", lam: float = 6.0, eta_p: float = 0.5,
-                  eta_t: float = 1.0, augment: bool = False, weight_decay: float = 0.0, seed: int = 0,
+                  eta_t: float = 1.0, augment: bool = False, crop: bool = True, weight_decay: float = 0.0, seed: int = 0,
                   eval_n_per_class: int | None = None) -> dict[str, TrainSpec]:
-    "TrainSpecs of paper D's six models (Table 1's four and the two '+RLFL' ablations), keyed by their names."
+    """TrainSpecs of paper D's six models (Table 1's four and the two '+RLFL' ablations), keyed by their names.
+    `augment` with `crop=False` flips only, as the authors' code does; with `crop`, the pad-crop + flip of the other papers."""
     base = TrainSpec(arch=arch, dataset=dataset, arch_kwargs=dict(arch_kwargs or {}), n_per_class=n_per_class,
-                     augment=augment, optimizer="adam", lr=lr, weight_decay=weight_decay, schedule="constant",
+                     augment="flip" if augment and not crop else augment, optimizer="adam", lr=lr,
+                     weight_decay=weight_decay, schedule="constant",
                      epochs=epochs, batch_size=batch_size, seed=seed, eval_n_per_class=eval_n_per_class)
     atk = dict(eps=eps, alpha=alpha, steps=steps)
     rb = dict(k=k, cuts=cuts)

@@ -137,7 +137,7 @@ class TrainSpec:
     dataset: str
     arch_kwargs: dict = field(default_factory=dict)
     n_per_class: int | None = None  # training subset per class (None: the whole split)
-    augment: bool = False
+    augment: bool | str = False  # True: the papers' pad-crop + flip; "flip": flips only (paper D's code)
     objective: str = "ce"
     objective_kwargs: dict = field(default_factory=dict)
     regularizers: tuple = ()  # ((name, kwargs), ...): lam * R(model, x, y, **kwargs) added to the loss
@@ -165,6 +165,8 @@ class TrainSpec:
             raise ValueError(f"optimizer {self.optimizer!r}: use 'sgd' or 'adam'")
         if self.schedule not in ("piecewise", "linear", "constant"):
             raise ValueError(f"schedule {self.schedule!r}: use 'piecewise', 'linear' or 'constant'")
+        if self.augment not in (False, True, "flip"):
+            raise ValueError(f"augment {self.augment!r}: use False, True (pad-crop + flip) or 'flip' (flips only)")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs ({self.epochs}) and batch_size ({self.batch_size}) must be positive")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:

@@ -233,6 +233,32 @@ def test_augmentation_is_a_pad_crop_flip_of_the_original():
     assert flipped >= 1  # the flip branch is exercised
 
 
+def test_flip_only_augmentation_mirrors_and_never_shifts():
+    ds = load_dataset("synthetic-cifar10", "test", n_per_class=3, augment="flip")
+    assert ds.augment == "flip" and ds.select([0, 1]).augment == "flip" and ds.with_augment(False).augment is False
+    (x, y), = list(make_loader(ds, len(ds), shuffle=False, seed=1))
+    orig = ds.x.float() / 255
+    same = (x == orig).flatten(1).all(1)
+    mirrored = (x == orig.flip(-1)).flatten(1).all(1)
+    assert bool((same | mirrored).all())  # each image is itself or its left-right mirror: no crop
+    assert 0 < int(mirrored.sum()) < len(ds)  # and both happen
+    with pytest.raises(ValueError, match="flips only"):
+        load_dataset("synthetic-cifar10", "test", n_per_class=1, augment="crop")
+    from advnb.train import TrainSpec
+    with pytest.raises(ValueError, match="flips only"):
+        TrainSpec(arch="simple_cnn", dataset="synthetic-cifar10", augment="crop")
+
+
+def test_paper_d_at_paper_scale_flips_without_cropping():
+    from advnb.paper_d import paper_d_specs
+    assert {s.augment for s in paper_d_specs("cifar10", augment=True, crop=False).values()} == {"flip"}
+    assert {s.augment for s in paper_d_specs("cifar10", augment=True).values()} == {True}
+    assert {s.augment for s in paper_d_specs("cifar10", augment=False, crop=False).values()} == {False}
+    import yaml
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params" / "paper.yaml").read_text())
+    assert params["d2_results"]["augment"] is True and params["d2_results"]["augment_crop"] is False
+
+
 def test_crop_flip_matches_an_independent_reference():
     g = torch.Generator().manual_seed(0)
     x = torch.randint(1, 256, (6, 3, 8, 10), generator=g, dtype=torch.uint8)  # no zeros: padding is visible
