@@ -517,6 +517,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                  'advnb/smooth_kernels.py'),
                                       'advnb.smooth_kernels.most_deceptive': ( 'b1_smooth_kernels.html#most_deceptive',
                                                                                'advnb/smooth_kernels.py'),
+                                      'advnb.smooth_kernels.paper_b_plan': ( 'b1_smooth_kernels.html#paper_b_plan',
+                                                                             'advnb/smooth_kernels.py'),
                                       'advnb.smooth_kernels.paper_b_specs': ( 'b1_smooth_kernels.html#paper_b_specs',
                                                                               'advnb/smooth_kernels.py'),
                                       'advnb.smooth_kernels.perturbation_sizes': ( 'b1_smooth_kernels.html#perturbation_sizes',

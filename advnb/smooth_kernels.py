@@ -26,10 +26,10 @@ from .train import TrainSpec, register_objective, register_regularizer
 __all__ = ['FOUR_SHAPES', 'FOUR_SHAPES_DEFAULT_PER_CLASS', 'FOUR_SHAPES_INFO', 'PAPER_B_LOSSES', 'TABLE1_ATTACKS', 'LOSS_COLOURS',
            'kernel_roughness', 'smooth_kernel_penalty', 'conv_kernels', 'smooth_kernel_regularizer',
            'kl_logit_pairing_loss', 'kl_logit_pairing_objective', 'render_shape', 'make_four_shapes', 'paper_b_specs',
-           'fgsm_search', 'pgd_search', 'foolbox_default_attacks', 'perturbation_sizes', 'attack_record', 'accuracy_at',
-           'accuracy_curve', 'accuracy_curve_panel', 'cached_attack_records', 'radial_frequency',
-           'high_frequency_fraction', 'kernel_spectrum', 'activation_maximisation', 'image_correlation', 'class_means',
-           'most_deceptive']
+           'paper_b_plan', 'fgsm_search', 'pgd_search', 'foolbox_default_attacks', 'perturbation_sizes',
+           'attack_record', 'accuracy_at', 'accuracy_curve', 'accuracy_curve_panel', 'cached_attack_records',
+           'radial_frequency', 'high_frequency_fraction', 'kernel_spectrum', 'activation_maximisation',
+           'image_correlation', 'class_means', 'most_deceptive']
 
 # %% ../nbs/b1_smooth_kernels.ipynb #47f38df6
 def kernel_roughness(weight: torch.Tensor, neighbourhood: int = 4, per_kernel: bool = False) -> torch.Tensor:
@@ -155,6 +155,14 @@ def paper_b_specs(dataset: str, arch: str = "simple_cnn", arch_kwargs: dict | No
             if v in variants:
                 specs[letter + v] = specs[letter].replace(regularizers=(("smooth_kernel", {"lam": sign * lam}),))
     return specs
+
+# %% ../nbs/b1_smooth_kernels.ipynb #caff1f3c
+def paper_b_plan(datasets, base: dict, dataset_eps: dict, overrides: dict | None = None) -> tuple[dict, dict]:
+    "`(configs, specs)` per known data set: `base` with its ε (`dataset_eps` by real name) and overrides; its V/T/A/L and R models."
+    from advnb.data import DATASETS
+    configs = {ds: {**base, "eps": dataset_eps[DATASETS[ds].real_name], **(overrides or {}).get(ds, {})}
+               for ds in datasets if ds in DATASETS}
+    return configs, {ds: paper_b_specs(ds, variants="R", **c) for ds, c in configs.items()}
 
 # %% ../nbs/b1_smooth_kernels.ipynb #c0ec3d71
 def fgsm_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_eps: int = 1000, max_eps: float = 1.0,

@@ -213,3 +213,12 @@ def test_image_correlation_and_class_means():
     assert torch.allclose(B.image_correlation(a, -a), -torch.ones(3, dtype=torch.float64))
     m = B.class_means(torch.tensor([[1.0], [3.0], [10.0]]), torch.tensor([0, 0, 1]), 2)
     assert m.squeeze(1).tolist() == [2.0, 10.0]
+
+
+def test_paper_b_plan_gives_each_known_data_set_its_eps_and_overrides():
+    cfg, specs = B.paper_b_plan(["fourshapes", "mnist", "restricted_imagenet_absent"], {"epochs": 2, "lr": 0.5},
+                                {"fourshapes": 0.1, "mnist": 0.3}, {"mnist": {"lr": 0.01}})
+    assert list(cfg) == ["fourshapes", "mnist"]  # an unknown name is left out, not an error
+    assert cfg["mnist"] == {"epochs": 2, "lr": 0.01, "eps": 0.3} and cfg["fourshapes"]["lr"] == 0.5
+    assert sorted(specs["mnist"]) == ["A", "AR", "L", "LR", "T", "TR", "V", "VR"]
+    assert specs["mnist"]["A"].objective_kwargs["eps"] == 0.3 and specs["mnist"]["A"].lr == 0.01
