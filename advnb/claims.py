@@ -21,9 +21,9 @@ from filelock import FileLock
 from .core import SCALES, atomic_write_text, current_run, get_settings
 
 # %% auto #0
-__all__ = ['RULE', 'Claim', 'record', 'load_claims', 'verdict', 'claims_table', 'accuracy_difference_se', 'paired_difference',
-           'mean_difference', 'exceeds', 'bootstrap_se', 'bootstrap_se_groups', 'compare', 'criterion_text', 'all_hold',
-           'split_variant', 'combined_verdict', 'across_seeds']
+__all__ = ['RULE', 'ROUNDING', 'Claim', 'record', 'load_claims', 'verdict', 'claims_table', 'accuracy_difference_se',
+           'paired_difference', 'mean_difference', 'exceeds', 'bootstrap_se', 'bootstrap_se_groups', 'compare',
+           'criterion_text', 'all_hold', 'split_variant', 'combined_verdict', 'across_seeds']
 
 # %% ../nbs/04_claims.ipynb #dec3ed59
 @dataclass
@@ -146,13 +146,17 @@ def mean_difference(a, b) -> tuple[float, float]:
 RULE = "holds when d > 2 SE, does not hold when d < −2 SE, inconclusive in between"
 
 
+ROUNDING = 1e-12  # a difference this close to the rule's bound is floating-point rounding, not evidence
+
+
 def exceeds(diff: float, se: float, z: float = 2.0) -> bool | None:
     "The one rule: `True` when `diff > z·se`, `False` when `diff < −z·se`, `None` (inconclusive, within noise) between."
     if diff != diff or se != se:  # NaN: nothing to decide
         return None
-    if diff > z * se:
+    bound = z * se + ROUNDING
+    if diff > bound:
         return True
-    return False if diff < -z * se else None
+    return False if diff < -bound else None
 
 
 def bootstrap_se(statistic, *samples, n_boot: int = 1000, seed: int = 0) -> float:

@@ -30,6 +30,9 @@ def test_exceeds_and_all_hold_follow_the_one_noise_rule():
     # symmetric: the wrong sign decides only beyond noise too
     assert claims.exceeds(-0.01, 0.1) is None and claims.exceeds(-0.3, 0.1) is False
     assert claims.exceeds(float("nan"), 0.1) is None and claims.exceeds(0.5, float("nan")) is None
+    # SE 0 (no noise to estimate): the sign decides, except within floating-point rounding of the bound
+    assert claims.exceeds(1e-9, 0.0) is True and claims.exceeds(-1e-9, 0.0) is False
+    assert claims.exceeds(-0.9 - (-0.8999999999999998), 0.0) is None and claims.exceeds(0.0, 0.0) is None
     assert claims.all_hold([True, True]) is True
     assert claims.all_hold([True, None, True]) is None
     assert claims.all_hold([None, False, True]) is False
