@@ -101,13 +101,14 @@ def rlft_loss(logits_rbs: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tenso
 
 
 def adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, framework: str = "pgdat",
-                         eps: float = 0.03, alpha: float = 0.0075, steps: int = 10, seed: int = 0) -> torch.Tensor:
-    "x'_PGD: L∞ PGD on the cross-entropy (`pgdat`) or on the TRADES KL (`trades`), random start."
+                         eps: float = 0.03, alpha: float = 0.0075, steps: int = 10, seed: int = 0,
+                         check: bool = True) -> torch.Tensor:
+    "x'_PGD: L∞ PGD on the cross-entropy (`pgdat`) or on the TRADES KL (`trades`), random start (`check`: see `pgd`)."
     from advnb.attacks import pgd
     if framework not in ("pgdat", "trades"):
         raise ValueError(f"framework must be 'pgdat' or 'trades', got {framework!r}")
     return pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, norm="linf", random_start=True,
-               loss="ce" if framework == "pgdat" else "kl", seed=seed)
+               loss="ce" if framework == "pgdat" else "kl", seed=seed, check=check)
 
 
 def rlfat_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, framework: str = "pgdat", rlfl: bool = True,
@@ -118,7 +119,7 @@ def rlfat_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, framework: st
 
     framework `pgdat`: L(F; x̃, y); `trades`: L(F; x, y) + λ KL(P(x) || P(x̃)); x̃ = RBS(x') with `rlfl`, else x'.
     With `rlft`, + η ‖f(RBS(x')) − f(x')‖²."""
-    x_adv = adversarial_examples(model, x, y, framework, eps, alpha, steps, seed)
+    x_adv = adversarial_examples(model, x, y, framework, eps, alpha, steps, seed, check=False)  # a training step's known images
     x_in = rbs(x_adv, k=k, cuts=cuts, generator=torch_generator(seed + RBS_SEED_OFFSET)) if rlfl else x_adv
     parts = {}
     if framework == "pgdat":
