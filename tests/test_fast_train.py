@@ -10,6 +10,7 @@ from advnb import core
 from advnb import train as T
 from advnb.data import load_dataset, make_loader
 from advnb.train import TrainSpec
+from test_train import params_equal  # (tests/ is on sys.path: pytest's prepend import mode)
 
 TINY = dict(arch="simple_cnn", dataset="synthetic-mnist", n_per_class=6, eval_n_per_class=3, batch_size=8,
             lr=0.02, epochs=2, seed=3)
@@ -20,11 +21,6 @@ DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
 HOST_SIDE = ("block_sizes",)
 # the calls that make the host wait for a device tensor
 SYNCS = ("item", "tolist", "__bool__", "__float__", "__int__")
-
-
-def params_equal(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def _reload(monkeypatch, **env):
@@ -178,6 +174,7 @@ def test_channels_last_setting_is_checked(monkeypatch, isolated_settings):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_data_held_on_the_device_gives_the_same_batches(device):
+    "On CUDA, batches gathered on the device equal the CPU loader's. (On the CPU nothing moves: that is all it checks.)"
     ds = load_dataset("synthetic-cifar10", "train", n_per_class=4, augment=True)  # (random crops and flips)
     held = T.hold_on_device(ds, torch.device(device))
     assert (held is ds) == (device == "cpu") and held.device.type == device
