@@ -8,6 +8,7 @@ It also fingerprints source code (`code_fingerprint`), so that a cache knows whe
 # %% ../nbs/00_core.ipynb #a4781b1e
 from __future__ import annotations
 
+import ast
 import configparser
 import contextlib
 import functools
@@ -31,9 +32,9 @@ import torch
 __all__ = ['SCALES', 'PRECISIONS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SETTINGS_SECTION', 'SettingsError', 'Settings',
            'find_settings_file', 'load_settings', 'get_settings', 'seed_everything', 'apply_torch_threads',
            'torch_generator', 'get_device', 'mixed_precision', 'use_channels_last', 'atomic_path', 'atomic_write_bytes',
-           'atomic_write_text', 'atomic_write_json', 'canonical_json', 'content_hash', 'code_fingerprint', 'Run',
-           'variant_name', 'start_run', 'current_run', 'output_name', 'output_meta', 'save_figure', 'markdown_table',
-           'save_table', 'progress']
+           'atomic_write_text', 'atomic_write_json', 'canonical_json', 'content_hash', 'normalized_source',
+           'code_fingerprint', 'Run', 'variant_name', 'start_run', 'current_run', 'output_name', 'output_meta',
+           'save_figure', 'markdown_table', 'save_table', 'progress']
 
 # %% ../nbs/00_core.ipynb #6bd7579f
 SCALES = ("smoke", "quick", "paper")
@@ -354,17 +355,46 @@ def _referenced(obj) -> list:
                     out.append(v)
     return out
 
-# %% ../nbs/00_core.ipynb #e09ac94d
+# %% ../nbs/00_core.ipynb #169d7157
+class _Normalise(ast.NodeTransformer):
+    "Drop docstrings and the module path of advnb imports: neither changes what the code does."
+    def _drop_docstring(self, node):
+        self.generic_visit(node)
+        first = node.body[0] if node.body else None
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            node.body = node.body[1:] or [ast.Pass()]
+        return node
+
+    visit_Module = visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _drop_docstring
+
+    def visit_ImportFrom(self, node):
+        if node.level or (node.module or "").split(".")[0] == "advnb":
+            return ast.ImportFrom(module="advnb", names=node.names, level=0)
+        return node
+
+
+def _code_shape(c):
+    "A compiled constant without line numbers or addresses (code objects recursively; sets in a fixed order)."
+    if inspect.iscode(c):
+        return ("code", c.co_code, tuple(map(_code_shape, c.co_consts)), c.co_names, c.co_varnames)
+    if isinstance(c, frozenset):
+        return ("frozenset", tuple(sorted(repr(_code_shape(v)) for v in c)))
+    return tuple(map(_code_shape, c)) if isinstance(c, tuple) else c
+
+
 @functools.lru_cache(maxsize=None)
-def _source(obj) -> str:
-    "The source text of a function or class (a new definition is a new object, so caching by object is safe)."
+def normalized_source(obj) -> str:
+    "The code of a function or class as Python runs it: no docstrings, comments, formatting or advnb module paths."
     try:
-        return inspect.getsource(obj)
-    except (OSError, TypeError):  # defined where no source is kept (exec, a lost cell): hash the code itself
-        code = getattr(obj, "__code__", None)
-        return repr((code.co_code, code.co_consts, code.co_names)) if code else repr(obj)
+        src = inspect.getsource(obj)
+        tree = ast.parse("if 1:\n" + src if src[:1].isspace() else src)  # a method's source is indented
+    except (OSError, TypeError, SyntaxError):  # no source kept (exec), or a lambda that is part of a larger line
+        if inspect.isclass(obj):
+            return repr(sorted((k, _code_shape(v.__code__)) for k, v in vars(obj).items() if inspect.isfunction(v)))
+        return repr(_code_shape(obj.__code__))
+    return ast.unparse(_Normalise().visit(tree))
 
-
+# %% ../nbs/00_core.ipynb #797c938c
 def _unwrap(obj):
     while True:
         if isinstance(obj, functools.partial): obj = obj.func
@@ -374,18 +404,16 @@ def _unwrap(obj):
 
 
 def code_fingerprint(*roots) -> str:
-    "A hash of the source of `roots` and of all project functions and classes they use, transitively."
-    seen, stack = {}, list(roots)
+    "A hash of the qualified names and normalised sources of `roots` and of every project function and class they use."
+    seen, parts, stack = {}, set(), list(roots)
     while stack:
         o = _unwrap(stack.pop())
-        if not (inspect.isfunction(o) or inspect.isclass(o)) or not _is_project_code(o):
+        if id(o) in seen or not (inspect.isfunction(o) or inspect.isclass(o)) or not _is_project_code(o):
             continue
-        name = f"{o.__module__}.{o.__qualname__}"
-        if name in seen:
-            continue
-        seen[name] = _source(o)
+        seen[id(o)] = o
+        parts.add((o.__qualname__, normalized_source(o)))
         stack.extend(_referenced(o))
-    return content_hash(sorted(seen.items()))
+    return content_hash(sorted(parts))
 
 # %% ../nbs/00_core.ipynb #54030dde
 @dataclass

@@ -29,12 +29,14 @@ import yaml
 import advnb
 from .core import (SCALES, SettingsError, atomic_write_json, atomic_write_text, content_hash, get_device, get_settings,
                         variant_name)
+from .zoo import rekey, zoo_dir
 
 # %% auto #0
 __all__ = ['EXECUTORS', 'SLURM_OPTIONS', 'RunnerError', 'find_project', 'list_notebooks', 'notebook_parameters',
            'load_param_sets', 'validate_param_sets', 'package_fingerprint', 'notebook_fingerprint', 'last_state',
            'render_html', 'NotebookInterrupted', 'run_notebook', 'build_index', 'report_fingerprint', 'parse_overrides',
-           'expand_grid', 'slurm_options', 'submitit_parameters', 'submit_jobs', 'run', 'list_status', 'main']
+           'expand_grid', 'slurm_options', 'submitit_parameters', 'submit_jobs', 'run', 'list_status', 'rekey_command',
+           'main']
 
 # %% ../nbs/07_runner.ipynb #1afcb9bd
 class RunnerError(Exception):
@@ -564,6 +566,20 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
+def rekey_command(dry_run: bool = False) -> int:
+    "`advnb rekey`: `zoo.rekey` on the `cache_dir` setting, with what it did and how long it took."
+    start = time.perf_counter()
+    done = rekey(dry_run=dry_run)
+    for old, new in done["renamed"]:
+        print(f"{'would rename' if dry_run else 'renamed'} {old} -> {new}")
+    for name, why in done["skipped"]:
+        print(f"skipped {name}: {why}")
+    print(f"rekey {zoo_dir()}: {len(done['renamed'])} {'to rename' if dry_run else 'renamed'}, "
+          f"{len(done['current'])} already current, {len(done['skipped'])} skipped "
+          f"({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `advnb` command (also `python -m advnb`)."
     ap = argparse.ArgumentParser(prog="advnb", description="Run advnb's notebooks and render reports.")
@@ -590,6 +606,9 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("--seeds", type=_seed_list, default=None, metavar="0,1,2")
     pl.add_argument("--no-timing", action="store_true", help="count passes only (no timing of the architectures)")
     pl.add_argument("--device", default=None, help="where to time the passes (default: the `device` setting)")
+    rk = sub.add_parser("rekey", help="rename cached zoo models to the keys the current code gives them "
+                                      "(after a change that keeps behaviour); trains nothing")
+    rk.add_argument("--dry-run", action="store_true", help="list what would be renamed; rename nothing")
     for p in (r, pl, sub.add_parser("list", help="notebooks, their parameters and last run status"),
               sub.add_parser("report", help="rebuild reports/<scale>/index.html")):
         p.add_argument("--project", type=Path, default=None, help="folder with nbs/ and params/")
@@ -615,6 +634,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise RunnerError(str(e)) from None
             print(plan_markdown(table, scale, a.device))
             return 0
+        if a.cmd == "rekey":
+            return rekey_command(a.dry_run)
         reports_root = a.reports_dir or get_settings().reports_dir
         project = a.project or find_project()
         print(build_index(reports_root, a.scale or get_settings().scale, list_notebooks(project)))

@@ -22,7 +22,7 @@ from .train import TrainSpec, build_from_spec, train
 
 # %% auto #0
 __all__ = ['zoo_dir', 'spec_dir', 'is_trained', 'get', 'history', 'checkpoint_epochs', 'checkpoint_steps', 'load_checkpoint',
-           'load_epoch', 'cached_result']
+           'load_epoch', 'cached_result', 'rekey']
 
 # %% ../nbs/06_zoo.ipynb #1ecdd249
 def zoo_dir(cache_dir: Path | str | None = None) -> Path:
@@ -182,4 +182,56 @@ def cached_result(spec: TrainSpec, kind: str, key: dict, compute, code=(), cache
             path.unlink()  # a damaged result is measured again
     out = compute()
     atomic_write_json(path, out)
+    return out
+
+# %% ../nbs/06_zoo.ipynb #27761c9a
+def _recorded_spec(d: Path) -> dict | None:
+    "The spec a zoo folder records (in `done.json`, else `resume.json`), or None."
+    for name in ("done.json", "resume.json"):
+        try:
+            return json.loads((d / name).read_text())["spec"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def _write_spec_key(d: Path, key: str) -> None:
+    "Set `spec_key` in every metadata file of `d` that records one (checkpoints, resume state, `done.json`)."
+    for p in sorted(d.glob("*.json")):
+        try:
+            meta = json.loads(p.read_text())
+        except ValueError:
+            continue  # a damaged file: the zoo finds and repairs it when the model is next loaded
+        if isinstance(meta, dict) and "spec_key" in meta:
+            atomic_write_json(p, {**meta, "spec_key": key})
+
+# %% ../nbs/06_zoo.ipynb #382de1bc
+def rekey(cache_dir: Path | str | None = None, dry_run: bool = False) -> dict[str, list]:
+    """Rename every run folder of the zoo to the key its recorded spec has under the current code.
+
+    Returns `{"renamed": [(old, new)], "current": [name], "skipped": [(name, why)]}`; `dry_run` renames nothing."""
+    out = {"renamed": [], "current": [], "skipped": []}
+    root = zoo_dir(cache_dir)
+    for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        recorded = _recorded_spec(d)
+        if recorded is None:
+            out["skipped"].append((d.name, "neither done.json nor resume.json records its spec"))
+            continue
+        try:
+            spec = TrainSpec.from_dict(recorded)
+            new = spec_dir(spec, cache_dir)
+        except (KeyError, ValueError, TypeError) as e:  # e.g. an objective that no plug-in registers any more
+            out["skipped"].append((d.name, f"its spec cannot be keyed now: {e}"))
+            continue
+        if new == d:
+            out["current"].append(d.name)
+        elif new.exists():
+            out["skipped"].append((d.name, f"{new.name} exists already; remove one of the two"))
+        else:
+            if not dry_run:
+                with FileLock(str(d) + ".lock"):
+                    _write_spec_key(d, spec.key)
+                    d.rename(new)
+                Path(str(d) + ".lock").unlink(missing_ok=True)
+            out["renamed"].append((d.name, new.name))
     return out

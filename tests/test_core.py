@@ -1,4 +1,7 @@
+import inspect
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -182,3 +185,72 @@ def test_torch_threads_setting_is_applied_by_start_run(monkeypatch, tmp_path):
         core.get_settings(reload=True)
         core._current_run = None
         torch.set_num_threads(before)
+
+
+# --- model keys: behaviour, not text or place ---------------------------------------------------------------------
+def _module_from_source(monkeypatch, tmp_path, name: str, source: str, namespace: dict):
+    "A real module file (so `inspect` finds its source) whose globals start as a copy of `namespace`."
+    import importlib.util
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    mod.__dict__.update({k: v for k, v in namespace.items() if not k.startswith("__")})
+    monkeypatch.setitem(sys.modules, name, mod)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_spec_key_ignores_docstrings_comments_layout_and_module(tmp_path, monkeypatch):
+    from advnb import attacks
+    from advnb.train import TrainSpec
+    spec = TrainSpec(arch="simple_cnn", dataset="synthetic-mnist", objective="ce")
+    before = spec.key
+    tidied = ('def _model_device(model) -> torch.device:\n'
+              '    """Where `model` lives: the device of its first parameter.\n\n    Reworded, as a tidy-up would."""\n'
+              '    # a comment that was not there\n'
+              '    p = (next(iter(model.parameters()), None)\n'
+              '         if isinstance(model, nn.Module) else None)\n'
+              "    return p.device if p is not None else torch.device('cpu')\n")
+    moved = _module_from_source(monkeypatch, tmp_path, "advnb_keytest_moved", tidied, vars(attacks))
+    monkeypatch.setattr(attacks, "_model_device", moved._model_device)  # reworded, reformatted, in another module
+    assert spec.key == before
+    changed = tidied.replace("torch.device('cpu')", "torch.device('meta')")  # one line that behaves differently
+    other = _module_from_source(monkeypatch, tmp_path, "advnb_keytest_changed", changed, vars(attacks))
+    monkeypatch.setattr(attacks, "_model_device", other._model_device)
+    assert spec.key != before  # so the helper is part of this key, and the check above could fail
+
+
+def test_spec_key_changes_with_a_line_of_pgd(tmp_path, monkeypatch):
+    from advnb import attacks
+    from advnb.train import TrainSpec
+    spec = TrainSpec(arch="simple_cnn", dataset="synthetic-mnist", objective="pgd_at",
+                     objective_kwargs=dict(eps=0.1, alpha=0.025, steps=3))
+    before, source = spec.key, inspect.getsource(attacks.pgd)
+    same = _module_from_source(monkeypatch, tmp_path, "advnb_keytest_pgd_same", source, vars(attacks))
+    monkeypatch.setattr(attacks, "pgd", same.pgd)
+    assert spec.key == before  # the same pgd, defined in another module
+    edited = source.replace("random_start: bool = True", "random_start: bool = False")
+    assert edited != source
+    changed = _module_from_source(monkeypatch, tmp_path, "advnb_keytest_pgd_changed", edited, vars(attacks))
+    monkeypatch.setattr(attacks, "pgd", changed.pgd)
+    assert spec.key != before
+
+
+def test_normalized_source_without_source_is_deterministic_and_line_free():
+    ns1, ns2 = {}, {}
+    exec("f = lambda x: x in {'a', 'b', 'c'}", ns1)
+    exec("\n\n\nf = lambda x: x in {'a', 'b', 'c'}", ns2)  # other line numbers
+    assert core.normalized_source(ns1["f"]) == core.normalized_source(ns2["f"])
+    assert "0x" not in core.normalized_source(ns1["f"])  # no object addresses
+    exec("f = lambda x: x in {'a', 'b', 'd'}", ns2)
+    assert core.normalized_source(ns1["f"]) != core.normalized_source(ns2["f"])
+
+
+def test_normalized_source_of_a_set_literal_is_the_same_in_every_process():
+    "A set's order follows the process's string-hash seed; the stand-in for a source must not."
+    prog = ("from advnb.core import normalized_source; ns = {}; exec(\"f = lambda x: x in {'a', 'b', 'c', 'd'}\", ns);"
+            " print(normalized_source(ns['f']))")
+    outs = {subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
+    assert len(outs) == 1

@@ -1,3 +1,6 @@
+import json
+import shutil
+
 import pytest
 import torch
 
@@ -81,3 +84,51 @@ def test_cached_result_computes_once_per_spec_key_and_code(tmp_path):
     for p in (tmp_path / "probe").glob("*.json"):
         p.write_text("{not json")
     assert zoo.cached_result(spec, "probe", {"n": 10}, compute, code=(code_a,), cache_dir=tmp_path)["n"] == 5
+
+
+def _file_under_old_key(spec: TrainSpec, old_key: str):
+    "File `spec`'s run as an older code's key would have: folder name and metadata; returns the old folder."
+    d = zoo.spec_dir(spec)
+    for p in d.glob("*.json"):
+        meta = json.loads(p.read_text())
+        if "spec_key" in meta:
+            p.write_text(json.dumps({**meta, "spec_key": old_key}))
+    old = d.with_name(d.name.replace(spec.key, old_key))
+    d.rename(old)
+    return old
+
+
+def test_rekey_carries_finished_and_interrupted_runs_to_the_current_key(isolated_settings, monkeypatch):
+    done_model = zoo.get(SPEC, show_progress=False)
+    old_done = _file_under_old_key(SPEC, "0" * 16)
+    other = SPEC.replace(seed=4)  # an interrupted run: resume.json records its spec and key
+    T.train(other, zoo.spec_dir(other), device="cpu", show_progress=False, stop_after_epoch=1)
+    old_partial = _file_under_old_key(other, "1" * 16)
+    (zoo.zoo_dir() / "stray").mkdir()
+    expected = sorted([(old_done.name, SPEC.name), (old_partial.name, other.name)])
+    assert sorted(zoo.rekey(dry_run=True)["renamed"]) == expected and old_done.exists()  # a dry run renames nothing
+    out = zoo.rekey()
+    assert sorted(out["renamed"]) == expected and out["current"] == []
+    assert [name for name, _ in out["skipped"]] == ["stray"]
+    assert not old_done.exists() and not old_partial.exists()
+    with monkeypatch.context() as m:
+        m.setattr(zoo, "train", lambda *a, **k: pytest.fail("zoo retrained a model rekey carried"))
+        assert same(zoo.get(SPEC, show_progress=False), done_model)
+    metas = [json.loads(p.read_text()) for p in zoo.spec_dir(other).glob("*.json")]
+    assert len(metas) == 2 and all(m["spec_key"] == other.key for m in metas)  # epoch_001.json and resume.json
+    resumed = zoo.get(other, show_progress=False)  # resumes from epoch 1: resume.json carries the current key
+    ref, _ = T.train(other, isolated_settings / "ref", device="cpu", show_progress=False)
+    assert same(resumed, ref)
+    copy = zoo.zoo_dir() / old_done.name  # the same run under an old key beside the current one: never merged
+    shutil.copytree(zoo.spec_dir(SPEC), copy)
+    assert (old_done.name, f"{SPEC.name} exists already; remove one of the two") in zoo.rekey()["skipped"]
+
+
+def test_rekey_command_reports_what_it_did(isolated_settings, capsys):
+    from advnb import runner
+    zoo.get(SPEC, show_progress=False)
+    old = _file_under_old_key(SPEC, "0" * 16)
+    assert runner.main(["rekey", "--dry-run"]) == 0 and old.exists()
+    assert f"would rename {old.name} -> {SPEC.name}" in capsys.readouterr().out
+    assert runner.main(["rekey"]) == 0 and zoo.is_trained(SPEC)
+    assert "1 renamed, 0 already current, 0 skipped" in capsys.readouterr().out
