@@ -1,10 +1,13 @@
-"""Fail when advnb/ differs from what the notebooks export, or when a notebook is not clean.
+"""Fail when advnb/ differs from what the notebooks export, when a notebook is not clean, when a markdown cell holds a
+control character (a LaTeX `\\frac` or `\\text` written in a Python string whose escape turned it into a form feed or a
+TAB), or when nbs/index.ipynb does not give the reading order of every notebook.
 
 The notebooks in nbs/ are the source of truth. This script exports and cleans them in place and compares
 file hashes before and after; any difference means a notebook was edited without exporting (or a module was
 edited by hand), and is listed so that `git diff` shows it.
 """
 import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -14,6 +17,25 @@ ROOT = Path(__file__).resolve().parents[1]
 def snapshot():
     files = sorted((ROOT / "advnb").rglob("*.py")) + sorted((ROOT / "nbs").glob("*.ipynb"))
     return {p.relative_to(ROOT).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def text_problems(nbs: Path) -> list[str]:
+    "Control characters in markdown cells, and notebooks that nbs/index.ipynb does not name, as readable lines."
+    problems = []
+    for p in sorted(nbs.glob("*.ipynb")):
+        for i, cell in enumerate(json.loads(p.read_text())["cells"]):
+            text = "".join(cell["source"])
+            bad = sorted({repr(ch) for ch in text if ord(ch) < 32 and ch != "\n"})
+            if cell["cell_type"] == "markdown" and bad:
+                problems.append(f"{p.name} markdown cell {i}: control character(s) {', '.join(bad)}; a LaTeX "
+                                "command such as \\frac or \\text lost its backslash to a string escape: write it again")
+    index = nbs / "index.ipynb"
+    if index.exists():
+        text = "".join("".join(c["source"]) for c in json.loads(index.read_text())["cells"])
+        for p in sorted(nbs.glob("*.ipynb")):
+            if p.stem != "index" and f"`{p.stem}`" not in text:
+                problems.append(f"nbs/index.ipynb does not name `{p.stem}`: add it to the reading order")
+    return problems
 
 
 def main():
@@ -31,6 +53,12 @@ def main():
         for k in changed:
             print("   ", k)
         print("Fix: run `make export`, check `git diff`, and commit the notebooks together with advnb/.")
+        sys.exit(1)
+    problems = text_problems(ROOT / "nbs")
+    if problems:
+        print("notebook text check failed:")
+        for line in problems:
+            print("   ", line)
         sys.exit(1)
     print(f"sync check: {len(after)} files, package matches the notebooks and every notebook is clean")
 

@@ -1,0 +1,32 @@
+import importlib.util
+import json
+
+from conftest import ROOT
+
+
+def _check_sync():
+    spec = importlib.util.spec_from_file_location("check_sync", ROOT / "tools" / "check_sync.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _notebook(path, *cells):
+    path.write_text(json.dumps({"cells": [{"cell_type": t, "source": s, "metadata": {}} for t, s in cells]}))
+
+
+def test_text_check_rejects_control_characters_and_notebooks_missing_from_the_index(tmp_path):
+    check = _check_sync()
+    _notebook(tmp_path / "index.ipynb", ("markdown", "# advnb\n\n`00_core` then `a1_frequency`"))
+    _notebook(tmp_path / "00_core.ipynb", ("markdown", "$$\\frac{a}{b}$$"), ("code", "x = '\\t'\n"))
+    assert check.text_problems(tmp_path) == []
+    _notebook(tmp_path / "a1_frequency.ipynb", ("markdown", "$$\x0crac{a}{b} \text{x}$$"))  # \f and \t eaten
+    _notebook(tmp_path / "b9_new.ipynb", ("code", "pass"))
+    problems = check.text_problems(tmp_path)
+    assert len(problems) == 2
+    assert problems[0].startswith("a1_frequency.ipynb markdown cell 0: control character(s) '\\t', '\\x0c'")
+    assert problems[1] == "nbs/index.ipynb does not name `b9_new`: add it to the reading order"
+
+
+def test_the_project_notebooks_pass_the_text_check():
+    assert _check_sync().text_problems(ROOT / "nbs") == []
