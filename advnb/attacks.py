@@ -21,16 +21,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import progress, torch_generator
+from .registry import Registry, UnknownPluginError
 
 # %% auto #0
-__all__ = ['ATTACKS', 'AttackInputError', 'eval_mode', 'validate_inputs', 'check_logits', 'perturbation_norm', 'cw_margin',
-           'attack_loss', 'fgsm', 'pgd', 'attack_success', 'MinimalPerturbation', 'pgd_minimal', 'cw_l2', 'deepfool',
-           'deform', 'adef', 'salt_and_pepper', 'nattack', 'Attack', 'AttackResult', 'Evaluation', 'evaluate',
-           'predict', 'accuracy', 'attack_batches', 'robust_accuracy_of']
+__all__ = ['ATTACKS', 'register_attack', 'AttackInputError', 'eval_mode', 'validate_inputs', 'check_logits', 'perturbation_norm',
+           'cw_margin', 'attack_loss', 'fgsm', 'pgd', 'attack_success', 'MinimalPerturbation', 'pgd_minimal', 'cw_l2',
+           'deepfool', 'deform', 'adef', 'salt_and_pepper', 'nattack', 'Attack', 'AttackResult', 'Evaluation',
+           'evaluate', 'predict', 'accuracy', 'attack_batches', 'robust_accuracy_of']
 
 # %% ../nbs/03_attacks.ipynb #68046eac
 class AttackInputError(ValueError):
     "An attack was called with inputs it cannot use; the message says what was wrong and how to fix it."
+
+
+ATTACKS = Registry("attack", "register_attack")  # name -> function; info: its norm when the function takes none
+register_attack = ATTACKS.register
 
 
 @contextlib.contextmanager
@@ -161,6 +166,7 @@ def attack_loss(logits, y, loss: str = "ce", kappa: float = 50.0, clean_probs=No
     raise AttackInputError(f"loss must be 'ce', 'kl' or 'cw', got {loss!r}")
 
 # %% ../nbs/03_attacks.ipynb #d01caeb8
+@register_attack("fgsm", norm="linf")
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, targeted: bool = False,
          loss: str = "ce", kappa: float = 0.0, seed: int = 0) -> torch.Tensor:
     "Fast gradient sign method: one L∞ step of size `eps` (targeted: towards class `y`). Returns `x'` in [0, 1]."
@@ -258,6 +264,7 @@ def _check_pgd_args(eps, alpha, steps, norm, loss, targeted):
     return eps, alpha
 
 
+@register_attack("pgd", norm="linf")
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
         norm: str = "linf", random_start: bool = True, loss: str = "ce", targeted: bool = False,
         kappa: float = 50.0, best: bool = False, seed: int = 0, check: bool = True) -> torch.Tensor:
@@ -331,6 +338,7 @@ def pgd_minimal(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, 
     return MinimalPerturbation(best_x, torch.isfinite(best_n), best_n, best_s)
 
 # %% ../nbs/03_attacks.ipynb #a1406159
+@register_attack("cw_l2", norm="l2")
 def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, c: float = 1.0, kappa: float = 0.0,
           steps: int = 100, lr: float = 0.01, binary_search_steps: int = 5, targeted: bool = False,
           abort_early: bool = True, seed: int = 0) -> torch.Tensor:
@@ -399,6 +407,7 @@ def _candidate_grads(logits: torch.Tensor, xa: torch.Tensor, y: torch.Tensor, ca
         yield cj, fj.detach(), g
 
 
+@register_attack("deepfool", norm="l2")
 def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str = "l2", overshoot: float = 0.02,
              steps: int = 50, num_classes: int = 10, seed: int = 0) -> torch.Tensor:
     "DeepFool (L2 or L∞) over the `num_classes` top clean classes (the true one included); unchanged where the label is already wrong."
@@ -470,6 +479,7 @@ def deform(x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True).clamp(0, 1)
 
 
+@register_attack("adef", norm="linf")
 def adef(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 50, sigma: float = 0.5,
          overshoot: float = 1.2, num_classes: int = 3, max_norm: float = float("inf"), seed: int = 0) -> torch.Tensor:
     """ADef: a smooth (Gaussian `sigma`) deformation field grown DeepFool-style over the `num_classes` top clean classes
@@ -516,6 +526,7 @@ def adef(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 50, si
     return x_adv.detach()
 
 # %% ../nbs/03_attacks.ipynb #88f93fa4
+@register_attack("salt_and_pepper", norm="l2")
 def salt_and_pepper(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 1000,
                     across_channels: bool = True, seed: int = 0) -> torch.Tensor:
     "Foolbox-style salt-and-pepper noise of increasing density; the closest (L2) misclassified image, else `x`."
@@ -551,6 +562,7 @@ def salt_and_pepper(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: i
     return result
 
 # %% ../nbs/03_attacks.ipynb #4b566c97
+@register_attack("nattack", norm="linf")
 def nattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, sigma: float = 0.1,
             lr: float = 0.008, samples: int = 300, iters: int = 200, chunk: int = 4096,
             seed: int = 0) -> torch.Tensor:
@@ -601,19 +613,14 @@ def nattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, sigm
             result[idx[fooled]] = xm[fooled]
     return result
 
-# %% ../nbs/03_attacks.ipynb #4678acec
-ATTACKS: dict[str, tuple[Callable, str]] = {  # name -> (function, its norm when the function takes none)
-    "fgsm": (fgsm, "linf"), "pgd": (pgd, "linf"), "cw_l2": (cw_l2, "l2"), "deepfool": (deepfool, "l2"),
-    "adef": (adef, "linf"), "salt_and_pepper": (salt_and_pepper, "l2"), "nattack": (nattack, "linf"),
-}
-
 # %% ../nbs/03_attacks.ipynb #a55138bf
 class Attack:
     "An attack and its threat model: `Attack('pgd', norm='linf', eps=8/255, alpha=2/255, steps=10)`."
     def __init__(self, name: str, norm: str | None = None, eps: float | None = None, **hp):
-        if name not in ATTACKS:
-            raise AttackInputError(f"no attack {name!r}; known: {sorted(ATTACKS)} (add yours to advnb.attacks.ATTACKS)")
-        self.fn, fixed = ATTACKS[name]
+        try:
+            self.fn, fixed = ATTACKS.lookup(name), ATTACKS.info(name).get("norm")
+        except UnknownPluginError as e:
+            raise AttackInputError(str(e)) from None
         params = inspect.signature(self.fn).parameters
         if norm is not None and "norm" not in params and norm != fixed:
             raise AttackInputError(f"{name} is an {fixed} attack; norm={norm!r} is not available")

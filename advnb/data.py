@@ -23,13 +23,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from .core import content_hash, get_settings, torch_generator
+from .registry import Registry
 
 # %% auto #0
 __all__ = ['SYNTHETIC_PREFIX', 'CIFAR10_CLASSES', 'CIFAR100_CLASSES', 'MNIST_CLASSES', 'FASHIONMNIST_CLASSES', 'STL10_CLASSES',
            'TINYIMAGENET_INFO', 'SHAPES', 'ORIENTATIONS', 'HUES', 'LEVELS', 'DATASETS', 'SYNTHETIC_DEFAULT_PER_CLASS',
-           'GENERATORS', 'SPLITS', 'DatasetInfo', 'synthetic_factors', 'synthetic_class_names', 'augmentation_policy',
-           'crop_flip', 'ImageTensorDataset', 'MissingDatasetError', 'DamagedDatasetError', 'dataset_path',
-           'tinyimagenet_classes', 'render_synthetic', 'make_synthetic', 'register_generated', 'dataset_info',
+           'SPLITS', 'DatasetInfo', 'synthetic_factors', 'synthetic_class_names', 'augmentation_policy', 'crop_flip',
+           'ImageTensorDataset', 'MissingDatasetError', 'DamagedDatasetError', 'dataset_path', 'tinyimagenet_classes',
+           'render_synthetic', 'make_synthetic', 'register_dataset', 'dataset_info', 'dataset_generator',
            'load_dataset', 'subset', 'KeyedSampler', 'make_loader', 'take']
 
 # %% ../nbs/01_data.ipynb #2efa7e93
@@ -117,13 +118,15 @@ def synthetic_class_names(num_classes: int, channels: int) -> list[str]:
     return names
 
 # %% ../nbs/01_data.ipynb #c770560b
-DATASETS: dict[str, DatasetInfo] = {}
+DATASETS = Registry("dataset", "register_dataset")  # name -> DatasetInfo; info: split_sizes, or a generated set's generator
+_SPLIT_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "mnist": (60_000, 10_000),
+                "fashionmnist": (60_000, 10_000), "stl10": (5_000, 8_000)}  # (train, test) images of the full splits
 for _i in _REAL_INFOS:
-    DATASETS[_i.name] = _i
-    DATASETS[SYNTHETIC_PREFIX + _i.name] = replace(
-        _i, name=SYNTHETIC_PREFIX + _i.name, classes=synthetic_class_names(_i.num_classes, _i.shape[0]))
+    DATASETS.register(_i.name, split_sizes=_SPLIT_SIZES[_i.name])(_i)
+    DATASETS.register(SYNTHETIC_PREFIX + _i.name)(replace(
+        _i, name=SYNTHETIC_PREFIX + _i.name, classes=synthetic_class_names(_i.num_classes, _i.shape[0])))
 del _i
-DATASETS[TINYIMAGENET_INFO.name] = TINYIMAGENET_INFO
+DATASETS.register(TINYIMAGENET_INFO.name, split_sizes=(100_000, 10_000))(TINYIMAGENET_INFO)
 
 # %% ../nbs/01_data.ipynb #11d8ad1d
 def augmentation_policy(info: DatasetInfo) -> tuple[int, bool]:
@@ -540,23 +543,23 @@ def make_synthetic(name: str, split: str = "train", n_per_class: int | None = No
     return x, labels
 
 # %% ../nbs/01_data.ipynb #29344db0
-GENERATORS: dict[str, Callable] = {}
-
-
-def register_generated(info: DatasetInfo, make: Callable) -> DatasetInfo:
-    "Register a generated dataset: `make(name, split, n_per_class, seed)` -> uint8 images (N, C, H, W), int64 labels."
-    DATASETS[info.name], GENERATORS[info.name] = info, make
-    return info
+def register_dataset(info: DatasetInfo):
+    """Decorator: register the generated data set `info`, made by the decorated
+    `make(name, split, n_per_class, seed)` -> uint8 images (N, C, H, W), int64 labels."""
+    def deco(make: Callable) -> Callable:
+        DATASETS.register(info.name, generator=make)(info)
+        return make
+    return deco
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    "The `DatasetInfo` of `name` (loading the advnb plug-ins if it is not registered yet)."
-    if name not in DATASETS:
-        from advnb.train import load_plugins
-        load_plugins()
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
-    return DATASETS[name]
+    "The `DatasetInfo` of `name` (loading the `advnb.plugins` entry points if it is not registered yet)."
+    return DATASETS.lookup(name)
+
+
+def dataset_generator(name: str) -> Callable | None:
+    "The function that makes the generated data set `name`, or None for a data set read from disk or synthetic."
+    return DATASETS.info(name).get("generator")
 
 # %% ../nbs/01_data.ipynb #e57b048a
 SPLITS = ("train", "test")
@@ -568,8 +571,8 @@ def load_dataset(name: str, split: str = "train", root: Path | str | None = None
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     info = dataset_info(name)
-    if info.is_synthetic or name in GENERATORS:
-        make = make_synthetic if info.is_synthetic else GENERATORS[name]
+    make = make_synthetic if info.is_synthetic else dataset_generator(name)
+    if make is not None:
         x, y = make(name, split, n_per_class, seed)
         return ImageTensorDataset(x, y, info, augment)
     settings = get_settings()

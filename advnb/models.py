@@ -13,20 +13,27 @@ import copy
 import inspect
 import math
 from collections import OrderedDict
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import dataset_info
+from .registry import Registry
+
 # %% auto #0
-__all__ = ['ARCHITECTURES', 'Normalize', 'FeatureMixin', 'feature_layers', 'extract_features', 'scale_init', 'BasicBlock',
-           'ResNet18', 'resnet18', 'PreActBlock', 'PreActResNet', 'preact_resnet', 'preact_resnet20', 'preact_resnet56',
-           'preact_resnet110', 'WideBlock', 'WideResNet', 'wrn', 'wrn34_10', 'wrn40_2', 'VGG', 'vgg19', 'SimpleCNN',
-           'simple_cnn', 'CircularConv2d', 'LocallyConnected2d', 'ShallowNet', 'ResidualBlock', 'fully_connected',
-           'full_width_conv', 'bounded_conv', 'locally_connected', 'shallow_resnet', 'end_to_end_weights', 'FixupBlock',
-           'FixupResNet', 'fixup_resnet', 'fixup_resnet56', 'fixup_resnet110', 'WRN50_2', 'wrn50_2', 'arch_knobs',
-           'build_model', 'count_parameters']
+__all__ = ['ARCHITECTURES', 'register_architecture', 'Normalize', 'FeatureMixin', 'feature_layers', 'extract_features',
+           'scale_init', 'BasicBlock', 'ResNet18', 'resnet18', 'PreActBlock', 'PreActResNet', 'preact_resnet',
+           'preact_resnet20', 'preact_resnet56', 'preact_resnet110', 'WideBlock', 'WideResNet', 'wrn', 'wrn34_10',
+           'wrn40_2', 'VGG', 'vgg19', 'SimpleCNN', 'simple_cnn', 'CircularConv2d', 'LocallyConnected2d', 'ShallowNet',
+           'ResidualBlock', 'fully_connected', 'full_width_conv', 'bounded_conv', 'locally_connected', 'shallow_resnet',
+           'end_to_end_weights', 'FixupBlock', 'FixupResNet', 'fixup_resnet', 'fixup_resnet56', 'fixup_resnet110',
+           'WRN50_2', 'wrn50_2', 'arch_knobs', 'build_model', 'count_parameters']
+
+# %% ../nbs/02_models.ipynb #03d02c03
+ARCHITECTURES = Registry("architecture", "register_architecture")  # name -> builder(num_classes, in_shape, mean, std, **knobs)
+register_architecture = ARCHITECTURES.register
 
 # %% ../nbs/02_models.ipynb #b6e77ebe
 class Normalize(nn.Module):
@@ -184,6 +191,7 @@ class ResNet18(FeatureMixin, nn.Module):
         return self.fc(self.flatten(self.pool(x)))
 
 
+@register_architecture("resnet18")
 def resnet18(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, width: int = 64) -> ResNet18:
     "ResNet-18, CIFAR stem (3×3 conv, no max-pool); `width` = base channels (64 = paper)."
     return ResNet18(num_classes, in_shape, mean, std, width=width)
@@ -232,21 +240,25 @@ class PreActResNet(FeatureMixin, nn.Module):
         return self.fc(self.flatten(self.pool(self.relu(self.bn(x)))))
 
 
+@register_architecture("preact_resnet")
 def preact_resnet(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, depth: int = 20, width: int = 1) -> PreActResNet:
     "Pre-activation ResNet, depth 6n+2 (20, 56, 110, ...); `width` multiplies 16/32/64 channels."
     return PreActResNet(num_classes, in_shape, mean, std, depth=depth, width=width)
 
 
+@register_architecture("preact_resnet20")
 def preact_resnet20(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, width: int = 1) -> PreActResNet:
     "Pre-activation ResNet-20."
     return PreActResNet(num_classes, in_shape, mean, std, depth=20, width=width)
 
 
+@register_architecture("preact_resnet56")
 def preact_resnet56(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, width: int = 1) -> PreActResNet:
     "Pre-activation ResNet-56."
     return PreActResNet(num_classes, in_shape, mean, std, depth=56, width=width)
 
 
+@register_architecture("preact_resnet110")
 def preact_resnet110(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, width: int = 1) -> PreActResNet:
     "Pre-activation ResNet-110."
     return PreActResNet(num_classes, in_shape, mean, std, depth=110, width=width)
@@ -317,17 +329,20 @@ class WideResNet(FeatureMixin, nn.Module):
         return self.fc(self.flatten(self.pool(self.relu(self.bn(x)))))
 
 
+@register_architecture("wrn")
 def wrn(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, depth: int = 34, widen_factor: int = 10,
         variant: str = "standard") -> WideResNet:
     "Wide ResNet WRN-depth-k (depth 6n+4): 34-10 is paper D's 'w32-10' (CIFAR), 40-2 its STL-10 network."
     return WideResNet(num_classes, in_shape, mean, std, depth=depth, widen_factor=widen_factor, variant=variant)
 
 
+@register_architecture("wrn34_10")
 def wrn34_10(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, variant: str = "standard") -> WideResNet:
     "WRN-34-10 = paper D's 'w32-10' for CIFAR-10/100."
     return WideResNet(num_classes, in_shape, mean, std, depth=34, widen_factor=10, variant=variant)
 
 
+@register_architecture("wrn40_2")
 def wrn40_2(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, variant: str = "standard") -> WideResNet:
     "WRN-40-2, paper D's network for STL-10 (96×96)."
     return WideResNet(num_classes, in_shape, mean, std, depth=40, widen_factor=2, variant=variant)
@@ -362,6 +377,7 @@ class VGG(FeatureMixin, nn.Module):
         return self.fc(self.flatten(self.pool(x)))
 
 
+@register_architecture("vgg19")
 def vgg19(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, width: int = 64) -> VGG:
     "VGG-19 with BatchNorm, CIFAR variant (one linear classifier); `width` = channels of the first block."
     return VGG(num_classes, in_shape, mean, std, width=width)
@@ -391,6 +407,7 @@ class SimpleCNN(FeatureMixin, nn.Module):
         return self.fc2(self.relu3(self.fc1(self.flatten(x))))
 
 
+@register_architecture("simple_cnn")
 def simple_cnn(num_classes=10, in_shape=(1, 28, 28), mean=None, std=None, *, width: int = 32, hidden: int = 1024) -> SimpleCNN:
     "Paper B's MNIST/FashionMNIST network: 2 conv (5×5, `width`, 2·`width`) + 2 fully connected (`hidden`)."
     return SimpleCNN(num_classes, in_shape, mean, std, width=width, hidden=hidden)
@@ -490,6 +507,7 @@ def _check_c(name, nonlinear, alpha, depth=1):
     return _positive_int("depth", depth)
 
 
+@register_architecture("fully_connected")
 def fully_connected(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, hidden: int = 2700, depth: int = 1,
                     nonlinear: bool = False, alpha: float = 1.0) -> ShallowNet:
     "Paper C: `depth` fully connected hidden layers of `hidden` units (2700 in Table 3), then a linear readout."
@@ -500,6 +518,7 @@ def fully_connected(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *
     return ShallowNet(_make_normalize(in_shape, mean, std), layers, hidden, num_classes, nonlinear, alpha, in_shape)
 
 # %% ../nbs/02_models.ipynb #b37e049d
+@register_architecture("full_width_conv")
 def full_width_conv(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, channels: int = 3, depth: int = 1,
                     nonlinear: bool = False, alpha: float = 1.0) -> ShallowNet:
     "Paper C: `depth` full-width circular convolutions (kernel = image size, `channels` = 3), then a linear readout."
@@ -510,6 +529,7 @@ def full_width_conv(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *
     return ShallowNet(_make_normalize(in_shape, mean, std), layers, ch * h * w, num_classes, nonlinear, alpha, in_shape)
 
 # %% ../nbs/02_models.ipynb #d4acca22
+@register_architecture("bounded_conv")
 def bounded_conv(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, channels: int = 3, depth: int = 1,
                  kernel_size: int = 3, padding: str = "valid", nonlinear: bool = False, alpha: float = 1.0) -> ShallowNet:
     "Paper C: `depth` bounded-width k×k convolutions (3×3; 3 or 32 `channels`), then a linear readout."
@@ -533,6 +553,7 @@ def bounded_conv(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, c
     return ShallowNet(_make_normalize(in_shape, mean, std), layers, ch * h * w, num_classes, nonlinear, alpha, in_shape)
 
 # %% ../nbs/02_models.ipynb #3da85d6e
+@register_architecture("locally_connected")
 def locally_connected(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, channels: int = 32, depth: int = 1,
                       kernel_size: int = 3, padding: str = "valid", nonlinear: bool = False, alpha: float = 1.0) -> ShallowNet:
     "Paper C: `depth` locally connected layers (k×k receptive fields, unshared weights, 32 `channels`), then a readout."
@@ -551,6 +572,7 @@ def locally_connected(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None,
     return ShallowNet(_make_normalize(in_shape, mean, std), layers, ch * h * w, num_classes, nonlinear, alpha, in_shape)
 
 # %% ../nbs/02_models.ipynb #90d5c1b4
+@register_architecture("shallow_resnet")
 def shallow_resnet(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, width: int = 32,
                    nonlinear: bool = True, alpha: float = 1.0) -> ShallowNet:
     "Paper C's shallow ResNet: 3×3 conv to `width` channels, one residual block, fully connected readout."
@@ -636,16 +658,19 @@ class FixupResNet(FeatureMixin, nn.Module):
         return self.fc(self.flatten(self.pool(x)))
 
 
+@register_architecture("fixup_resnet")
 def fixup_resnet(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, depth: int = 56, width: int = 1) -> FixupResNet:
     "Paper E's BatchNorm-free CIFAR ResNet (depth 6n+2: 56, 110), Fixup init without the scalar layers."
     return FixupResNet(num_classes, in_shape, mean, std, depth=depth, width=width)
 
 
+@register_architecture("fixup_resnet56")
 def fixup_resnet56(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, width: int = 1) -> FixupResNet:
     "Fixup ResNet-56 (paper E)."
     return FixupResNet(num_classes, in_shape, mean, std, depth=56, width=width)
 
 
+@register_architecture("fixup_resnet110")
 def fixup_resnet110(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, width: int = 1) -> FixupResNet:
     "Fixup ResNet-110 (paper E)."
     return FixupResNet(num_classes, in_shape, mean, std, depth=110, width=width)
@@ -677,23 +702,10 @@ class WRN50_2(FeatureMixin, nn.Module):
         return self.body(self.normalize(x))
 
 
+@register_architecture("wrn50_2")
 def wrn50_2(num_classes=200, in_shape=(3, 64, 64), mean=None, std=None, *, stem: str = "small") -> WRN50_2:
     "Paper E's Tiny-ImageNet network: WRN-50-2 (torchvision's) with a 3×3 stride-1 stem and no max-pool."
     return WRN50_2(num_classes, in_shape, mean, std, stem=stem)
-
-# %% ../nbs/02_models.ipynb #594cefcc
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
-    "resnet18": resnet18,
-    "preact_resnet": preact_resnet, "preact_resnet20": preact_resnet20,
-    "preact_resnet56": preact_resnet56, "preact_resnet110": preact_resnet110,
-    "wrn": wrn, "wrn34_10": wrn34_10, "wrn40_2": wrn40_2,
-    "vgg19": vgg19,
-    "simple_cnn": simple_cnn,
-    "fully_connected": fully_connected, "full_width_conv": full_width_conv, "bounded_conv": bounded_conv,
-    "locally_connected": locally_connected, "shallow_resnet": shallow_resnet,
-    "fixup_resnet": fixup_resnet, "fixup_resnet56": fixup_resnet56, "fixup_resnet110": fixup_resnet110,
-    "wrn50_2": wrn50_2,
-}
 
 # %% ../nbs/02_models.ipynb #5b0f0658
 _COMMON = ("num_classes", "in_shape", "mean", "std")
@@ -701,9 +713,7 @@ _COMMON = ("num_classes", "in_shape", "mean", "std")
 
 def arch_knobs(arch: str) -> dict:
     "The knobs of `arch` with their defaults."
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(sorted(ARCHITECTURES))}")
-    sig = inspect.signature(ARCHITECTURES[arch])
+    sig = inspect.signature(ARCHITECTURES.lookup(arch))
     return {n: p.default for n, p in sig.parameters.items() if n not in _COMMON}
 
 # %% ../nbs/02_models.ipynb #9b509305
@@ -717,10 +727,7 @@ def build_model(arch: str, num_classes: int | None = None, in_shape: Sequence[in
         opts = ", ".join(f"{k}={v!r}" for k, v in valid.items()) or "none"
         raise ValueError(f"{arch}: unknown knob(s) {', '.join(bad)}; valid knobs: {opts}")
     if dataset is not None:
-        from advnb.data import DATASETS  # lazily: models must not depend on the data module at import time
-        if dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(sorted(DATASETS))}")
-        info = DATASETS[dataset]
+        info = dataset_info(dataset)
         num_classes = info.num_classes if num_classes is None else num_classes
         in_shape = tuple(info.shape) if in_shape is None else in_shape
         mean = tuple(info.mean) if mean is None else mean

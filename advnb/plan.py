@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from . import core, zoo
-from .data import GENERATORS, SYNTHETIC_DEFAULT_PER_CLASS, dataset_info
-from .train import TrainSpec, build_from_spec, eval_attack_of, get_objective
+from .data import DATASETS, SYNTHETIC_DEFAULT_PER_CLASS, dataset_generator, dataset_info
+from .train import OBJECTIVES, TrainSpec, build_from_spec, eval_attack_of, get_objective
 
 # %% auto #0
-__all__ = ['MODELS_TAG', 'SPLIT_SIZES', 'ONE_STEP', 'CLEAN_TERM', 'TRANSFER_TERM', 'PlanError', 'notebook_specs', 'split_size',
-           'passes_per_image', 'spec_cost', 'seconds_per_pass', 'plan', 'plan_markdown']
+__all__ = ['MODELS_TAG', 'PlanError', 'notebook_specs', 'split_size', 'passes_per_image', 'spec_cost', 'seconds_per_pass', 'plan',
+           'plan_markdown']
 
 # %% ../nbs/07a_plan.ipynb #208ac394
 MODELS_TAG = "models"
@@ -88,13 +88,6 @@ def notebook_specs(path: Path | str, params: dict | None = None, scale: str = "s
     return list(found.values())
 
 # %% ../nbs/07a_plan.ipynb #5e80a901
-SPLIT_SIZES = {"mnist": (60_000, 10_000), "fashionmnist": (60_000, 10_000), "cifar10": (50_000, 10_000),
-               "cifar100": (50_000, 10_000), "stl10": (5_000, 8_000), "svhn": (73_257, 26_032), "tinyimagenet": (100_000, 10_000)}
-ONE_STEP = {"fgsm_at"}  # one gradient step whatever `steps` says
-CLEAN_TERM = {"trades", "rbs_trades", "rlfat_p", "rlfat_t", "kl_logit_pairing"}  # also a pass on the clean image
-TRANSFER_TERM = {"rlfat_p", "rlfat_t"}  # also a pass on RBS(x')
-
-
 def split_size(dataset: str, split: str, n_per_class: int | None) -> int:
     "Images in `split` of `dataset` that a spec with `n_per_class` uses."
     info = dataset_info(dataset)
@@ -102,19 +95,22 @@ def split_size(dataset: str, split: str, n_per_class: int | None) -> int:
         return int(n_per_class) * info.num_classes
     if info.is_synthetic:
         return SYNTHETIC_DEFAULT_PER_CLASS[info.num_classes][split] * info.num_classes
-    if dataset in GENERATORS:
-        return len(GENERATORS[dataset](dataset, split, None, 0)[1])
-    if dataset in SPLIT_SIZES:
-        return SPLIT_SIZES[dataset][split == "test"]
-    raise PlanError(f"the size of {dataset!r} is unknown to the planner: add it to advnb.plan.SPLIT_SIZES")
+    make, sizes = dataset_generator(dataset), DATASETS.info(dataset).get("split_sizes")
+    if make is not None:
+        return len(make(dataset, split, None, 0)[1])
+    if sizes is not None:
+        return sizes[split == "test"]
+    raise PlanError(f"the size of {dataset!r} is unknown to the planner: register it with "
+                    f"DATASETS.register({dataset!r}, split_sizes=(train, test))(info)")
 
 
 def passes_per_image(objective: str, kwargs: dict) -> int:
-    "Forward+backward passes of one training image per optimiser step under `objective` (its defaults under `kwargs`)."
+    """Forward+backward passes of one training image per optimiser step under `objective`: the `passes` it declared
+    when registered (a number, or a function of its keyword arguments with its defaults filled in), else 1."""
     defaults = {n: p.default for n, p in inspect.signature(get_objective(objective)).parameters.items()
                 if p.default is not inspect.Parameter.empty}
-    k = 1 if objective in ONE_STEP else int({**defaults, **kwargs}.get("steps", 0))
-    return 1 + k + (objective in CLEAN_TERM) + (objective in TRANSFER_TERM)
+    passes = OBJECTIVES.info(objective).get("passes", 1)
+    return int(passes(**{**defaults, **kwargs}) if callable(passes) else passes)
 
 
 def spec_cost(spec: TrainSpec, cache_dir=None) -> dict:

@@ -16,14 +16,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import torch_generator
-from .train import register_objective
+from .train import register_objective, trades_kl
 
 # %% auto #0
 __all__ = ['RBS_CUTS', 'RBS_SEED_OFFSET', 'SENSITIVITY_SHIFTS', 'block_sizes', 'block_permutation_index', 'rbs_indices',
-           'apply_block_indices', 'rbs', 'trades_kl', 'rlft_loss', 'adversarial_examples', 'rlfat_loss',
-           'trades_objective', 'rbs_pgdat_objective', 'rbs_trades_objective', 'rlfat_p_objective', 'rlfat_t_objective',
-           'hsv_brightness', 'gamma_map', 'input_gradients', 'loss_sensitivity', 'sensitivity_row', 'smoothgrad',
-           'salience_image']
+           'apply_block_indices', 'rbs', 'rlft_loss', 'adversarial_examples', 'rlfat_loss', 'rbs_pgdat_objective',
+           'rbs_trades_objective', 'rlfat_p_objective', 'rlfat_t_objective', 'hsv_brightness', 'gamma_map',
+           'input_gradients', 'loss_sensitivity', 'sensitivity_row', 'smoothgrad', 'salience_image']
 
 # %% ../nbs/d1_rlfat.ipynb #df7d1999
 RBS_CUTS = ("random", "even")
@@ -89,12 +88,6 @@ def rbs(x: torch.Tensor, k: int = 2, seed: int | None = None, cuts: str = "rando
 RBS_SEED_OFFSET = 10**12
 
 
-def trades_kl(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
-    "Batch mean of `D_KL(P(.|x) || P(.|x'))` (summed over classes), TRADES' regulariser."
-    return F.kl_div(F.log_softmax(logits_adv, 1), F.log_softmax(logits_clean, 1), reduction="batchmean",
-                    log_target=True)
-
-
 def rlft_loss(logits_rbs: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
     "Eq. 9: batch mean of the squared Euclidean distance between the logits of RBS(x') and of x'."
     return (logits_rbs - logits_adv).pow(2).sum(1).mean()
@@ -140,35 +133,28 @@ def rlfat_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, framework: st
     return (loss, out, parts) if return_parts else (loss, out)
 
 # %% ../nbs/d1_rlfat.ipynb #394c7da0
-@register_objective("trades")
-def trades_objective(model, x, y, eps=0.03, alpha=0.0075, steps=10, lam=6.0, seed=0):
-    "Eq. 6: CE on x + λ KL(P(x) || P(x'_PGD[x])), x' from PGD on the KL."
-    return rlfat_loss(model, x, y, "trades", rlfl=False, rlft=False, lam=lam, eps=eps, alpha=alpha, steps=steps,
-                      seed=seed)
-
-
-@register_objective("rbs_pgdat")
+@register_objective("rbs_pgdat", passes=lambda steps, **_: steps + 1)
 def rbs_pgdat_objective(model, x, y, eps=0.03, alpha=0.0075, steps=10, k=2, cuts="random", seed=0):
     "Eq. 7 (RBSAT for PGDAT, '+RLFL'): CE on RBS(x'_PGD)."
     return rlfat_loss(model, x, y, "pgdat", rlfl=True, rlft=False, k=k, cuts=cuts, eps=eps, alpha=alpha,
                       steps=steps, seed=seed)
 
 
-@register_objective("rbs_trades")
+@register_objective("rbs_trades", passes=lambda steps, **_: steps + 2)
 def rbs_trades_objective(model, x, y, eps=0.03, alpha=0.0075, steps=10, lam=6.0, k=2, cuts="random", seed=0):
     "Eq. 8 (RBSAT for TRADES, '+RLFL'): CE on x + λ KL(P(x) || P(RBS(x'_PGD[x])))."
     return rlfat_loss(model, x, y, "trades", rlfl=True, rlft=False, lam=lam, k=k, cuts=cuts, eps=eps, alpha=alpha,
                       steps=steps, seed=seed)
 
 
-@register_objective("rlfat_p")
+@register_objective("rlfat_p", passes=lambda steps, **_: steps + 3)
 def rlfat_p_objective(model, x, y, eps=0.03, alpha=0.0075, steps=10, eta=0.5, k=2, cuts="random", seed=0):
     "Eq. 10, RLFAT_P: eq. 7 + η ‖f(RBS(x')) − f(x')‖² (η = 0.5)."
     return rlfat_loss(model, x, y, "pgdat", rlfl=True, rlft=True, eta=eta, k=k, cuts=cuts, eps=eps, alpha=alpha,
                       steps=steps, seed=seed)
 
 
-@register_objective("rlfat_t")
+@register_objective("rlfat_t", passes=lambda steps, **_: steps + 3)
 def rlfat_t_objective(model, x, y, eps=0.03, alpha=0.0075, steps=10, lam=6.0, eta=1.0, k=2, cuts="random", seed=0):
     "Eq. 10, RLFAT_T: eq. 8 + η ‖f(RBS(x')) − f(x')‖² (η = 1)."
     return rlfat_loss(model, x, y, "trades", rlfl=True, rlft=True, eta=eta, lam=lam, k=k, cuts=cuts, eps=eps,

@@ -16,10 +16,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import advnb.rlfat  # noqa: F401  (registers the TRADES objective the T models use)
-from .attacks import ATTACKS, adef, cw_l2, deepfool, eval_mode, fgsm, pgd, salt_and_pepper, validate_inputs
+from .attacks import (adef, cw_l2, deepfool, eval_mode, fgsm, pgd, register_attack, salt_and_pepper,
+                           validate_inputs)
 from .core import torch_generator
-from .data import DatasetInfo, _derive_seed, register_generated
+from .data import DatasetInfo, _derive_seed, register_dataset
 from .train import TrainSpec, register_objective, register_regularizer
 
 # %% auto #0
@@ -70,7 +70,7 @@ def kl_logit_pairing_loss(logits_adv: torch.Tensor, logits_clean: torch.Tensor, 
     return F.cross_entropy(logits_adv, y) + gamma * kl
 
 
-@register_objective("kl_logit_pairing")
+@register_objective("kl_logit_pairing", passes=lambda steps, **_: steps + 2)
 def kl_logit_pairing_objective(model, x, y, eps=0.1, alpha=0.01, steps=10, gamma=1.0, seed=0):
     "Paper B's L loss: CE on x'_PGD + γ KL(P(x') || P(x)); x' from L∞ PGD on the CE (random start)."
     x_adv = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, norm="linf", random_start=True, seed=seed, check=False)
@@ -80,6 +80,7 @@ def kl_logit_pairing_objective(model, x, y, eps=0.1, alpha=0.01, steps=10, gamma
 # %% ../nbs/b1_smooth_kernels.ipynb #62a2bdee
 FOUR_SHAPES = ("circle", "star", "square", "triangle")
 FOUR_SHAPES_DEFAULT_PER_CLASS = {"train": 500, "test": 100}
+FOUR_SHAPES_INFO = DatasetInfo("fourshapes", (1, 32, 32), 4, (0.8512,), (0.3442,), list(FOUR_SHAPES))
 
 
 def _polygon(kind: str, r: float, theta: float) -> torch.Tensor:
@@ -118,6 +119,7 @@ def render_shape(label: int, u: torch.Tensor, size: int = 32, supersample: int =
     return (1 - cover).float()
 
 
+@register_dataset(FOUR_SHAPES_INFO)
 def make_four_shapes(name: str = "fourshapes", split: str = "train", n_per_class: int | None = None, seed: int = 0):
     "uint8 images (N, 1, 32, 32) and labels of the generated four shapes: round r holds one image of each class."
     n = FOUR_SHAPES_DEFAULT_PER_CLASS[split] if n_per_class is None else int(n_per_class)
@@ -129,10 +131,6 @@ def make_four_shapes(name: str = "fourshapes", split: str = "train", n_per_class
             xs.append(render_shape(c, u[c])); ys.append(c)
     x = torch.stack(xs).mul_(255).round_().to(torch.uint8) if xs else torch.zeros((0, 1, 32, 32), dtype=torch.uint8)
     return x, torch.tensor(ys, dtype=torch.long)
-
-
-FOUR_SHAPES_INFO = register_generated(
-    DatasetInfo("fourshapes", (1, 32, 32), 4, (0.8512,), (0.3442,), list(FOUR_SHAPES)), make_four_shapes)
 
 # %% ../nbs/b1_smooth_kernels.ipynb #78579b65
 PAPER_B_LOSSES = {"V": "ce", "T": "trades", "A": "pgd_at", "L": "kl_logit_pairing"}
@@ -165,6 +163,7 @@ def paper_b_plan(datasets, base: dict, dataset_eps: dict, overrides: dict | None
     return configs, {ds: paper_b_specs(ds, variants="R", **c) for ds, c in configs.items()}
 
 # %% ../nbs/b1_smooth_kernels.ipynb #c0ec3d71
+@register_attack("fgsm_search", norm="linf")
 def fgsm_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_eps: int = 1000, max_eps: float = 1.0,
                 seed: int = 0) -> torch.Tensor:
     "Foolbox's FGSM: the gradient sign at x scaled by ε = max_eps·k/n_eps, k = 1, 2, …; the first ε that fools, else x."
@@ -185,6 +184,7 @@ def fgsm_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_eps: int =
     return x_adv
 
 
+@register_attack("pgd_search", norm="linf")
 def pgd_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps0: float = 0.3, factor: float = 1.5,
                below: int = 3, above: int = 3, rel_step: float = 1 / 30, steps: int = 40, seed: int = 0) -> torch.Tensor:
     "L∞ PGD (no random start, step ε·rel_step) at ε = eps0·factor^j, j = −below … above (capped at 1): the smallest ε that fools, else x."
@@ -205,9 +205,6 @@ def pgd_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps0: float =
         if eps >= 1.0:
             break
     return x_adv
-
-
-ATTACKS.update({"fgsm_search": (fgsm_search, "linf"), "pgd_search": (pgd_search, "linf")})
 
 # %% ../nbs/b1_smooth_kernels.ipynb #00b710de
 TABLE1_ATTACKS = ("FGSM", "PGD", "DF(l2)", "DF(linf)", "C&W", "ADef", "S&P")

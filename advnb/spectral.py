@@ -12,12 +12,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .train import Callback, TrainSpec, register_callback, register_objective
+from .train import Callback, TrainSpec, register_callback
 
 # %% auto #0
 __all__ = ['AR_STRENGTHS', 'conv_singular_values', 'layer_singular_values', 'singular_value_stats', 'SpectralNormalisation',
-           'margins', 'target_probability', 'loss_variation', 'fgsm_at_objective', 'paper_e_specs', 'paper_e_data',
-           'paper_e_label', 'generalisation_record', 'cached_generalisation_record', 'gap_se']
+           'margins', 'target_probability', 'loss_variation', 'paper_e_specs', 'paper_e_data', 'paper_e_label',
+           'generalisation_record', 'cached_generalisation_record', 'gap_se']
 
 # %% ../nbs/e1_spectral.ipynb #455bb51d
 def conv_singular_values(weight: torch.Tensor, n: int) -> torch.Tensor:
@@ -120,15 +120,6 @@ def loss_variation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
 
 # %% ../nbs/e1_spectral.ipynb #3ac2175a
 AR_STRENGTHS = (0, 4, 8, 16)
-
-
-@register_objective("fgsm_at")
-def fgsm_at_objective(model, x, y, eps=8 / 255, seed=0):
-    "FGSM adversarial training (Goodfellow et al.): cross-entropy on x + ε·sign(∇x CE), no random start."
-    from advnb.attacks import fgsm
-    x_adv = fgsm(model, x, y, eps=eps)
-    logits = model(x_adv)
-    return F.cross_entropy(logits, y), logits
 
 
 def paper_e_specs(dataset: str, strengths=AR_STRENGTHS, eps_unit: float = 1 / 255, step_units: float = 2.0,

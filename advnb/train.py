@@ -10,11 +10,8 @@ k-th step) writes a checkpoint, and training resumes bit-exactly after an interr
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.metadata
 import inspect
 import math
-import pkgutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,55 +23,25 @@ import torch.nn.functional as F
 
 from .checkpoints import (CorruptCheckpointError, checkpoint_path, completed_epochs, last_good_epoch, load_resume,
                                save_model, save_resume, step_path)
+from .attacks import Attack, evaluate, fgsm, pgd
+from .data import dataset_generator, dataset_info, load_dataset, make_loader, take
+from .models import ARCHITECTURES, build_model
+from .registry import Registry
 from .core import (PRECISIONS, code_fingerprint, content_hash, get_device, get_settings, mixed_precision, progress,
                         seed_everything, use_channels_last)
 
 # %% auto #0
 __all__ = ['OBJECTIVES', 'REGULARIZERS', 'CALLBACKS', 'register_objective', 'get_objective', 'register_regularizer',
            'get_regularizer', 'register_callback', 'get_callback', 'DEVICE_DATA_MAX_BYTES', 'READ_EVERY',
-           'load_plugins', 'Registry', 'ce_objective', 'pgd_at_objective', 'TrainContext', 'Callback', 'TrainSpec',
-           'default_precision', 'eval_attack_of', 'spec_fingerprint', 'lr_at', 'build_from_spec', 'make_optimizer',
-           'make_callbacks', 'train_data', 'hold_on_device', 'eval_data', 'training_loss', 'NonFiniteLossError',
-           'EpochSums', 'train']
-
-# %% ../nbs/05_training.ipynb #cf719b41
-_NOT_PLUGIN_MODULES = {"runner"}  # the command line: registers nothing, imports papermill
-
-
-def load_plugins() -> None:
-    "Import every advnb module and every `advnb.plugins` entry point, so that their registrations run."
-    import advnb
-    for m in pkgutil.iter_modules(advnb.__path__):
-        if not m.name.startswith("_") and m.name not in _NOT_PLUGIN_MODULES:
-            importlib.import_module(f"advnb.{m.name}")
-    for ep in importlib.metadata.entry_points(group="advnb.plugins"):
-        ep.load()
-
-# %% ../nbs/05_training.ipynb #7cd88c7d
-class Registry(dict):
-    "Plug-ins of one kind by name, filled by `@registry.register(name)`; `lookup` finds one, loading plug-ins if needed."
-    def __init__(self, kind: str):
-        super().__init__()
-        self.kind = kind
-
-    def register(self, name: str):
-        def deco(fn):
-            self[name] = fn
-            return fn
-        return deco
-
-    def lookup(self, name: str):
-        if name not in self:
-            load_plugins()
-        if name not in self:
-            raise KeyError(f"no {self.kind} {name!r}; registered: {sorted(self)}. Register one with "
-                           f"@register_{self.kind.split()[-1]}({name!r}) in a module or notebook you import.")
-        return self[name]
+           'ce_objective', 'pgd_at_objective', 'trades_kl', 'trades_objective', 'fgsm_at_objective', 'TrainContext',
+           'Callback', 'TrainSpec', 'default_precision', 'eval_attack_of', 'spec_fingerprint', 'lr_at',
+           'build_from_spec', 'make_optimizer', 'make_callbacks', 'train_data', 'hold_on_device', 'eval_data',
+           'training_loss', 'NonFiniteLossError', 'EpochSums', 'train']
 
 # %% ../nbs/05_training.ipynb #1b0c932c
-OBJECTIVES = Registry("training objective")
-REGULARIZERS = Registry("regularizer")
-CALLBACKS = Registry("callback")
+OBJECTIVES = Registry("training objective", "register_objective")
+REGULARIZERS = Registry("regularizer", "register_regularizer")
+CALLBACKS = Registry("callback", "register_callback")
 register_objective, get_objective = OBJECTIVES.register, OBJECTIVES.lookup
 register_regularizer, get_regularizer = REGULARIZERS.register, REGULARIZERS.lookup
 register_callback, get_callback = CALLBACKS.register, CALLBACKS.lookup
@@ -87,11 +54,33 @@ def ce_objective(model, x, y):
     return F.cross_entropy(logits, y), logits
 
 
-@register_objective("pgd_at")
+@register_objective("pgd_at", passes=lambda steps, **_: steps + 1)
 def pgd_at_objective(model, x, y, eps=8 / 255, alpha=2 / 255, steps=10, norm="linf", seed=0):
     "Madry PGD adversarial training: cross-entropy on PGD adversarial examples (random start)."
-    from advnb.attacks import pgd
     x_adv = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm, random_start=True, seed=seed, check=False)
+    logits = model(x_adv)
+    return F.cross_entropy(logits, y), logits
+
+# %% ../nbs/05_training.ipynb #6e69fb19
+def trades_kl(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
+    "Batch mean of `D_KL(P(.|x) || P(.|x'))` (summed over classes), TRADES' regulariser."
+    return F.kl_div(F.log_softmax(logits_adv, 1), F.log_softmax(logits_clean, 1), reduction="batchmean",
+                    log_target=True)
+
+
+@register_objective("trades", passes=lambda steps, **_: steps + 2)
+def trades_objective(model, x, y, eps=0.03, alpha=0.0075, steps=10, lam=6.0, seed=0):
+    "TRADES: CE on x + λ KL(P(x) || P(x')), x' from L∞ PGD on the KL (random start)."
+    x_adv = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, norm="linf", random_start=True, loss="kl", seed=seed,
+                check=False)
+    logits, logits_adv = model(x), model(x_adv)
+    return F.cross_entropy(logits, y) + lam * trades_kl(logits, logits_adv), logits
+
+
+@register_objective("fgsm_at", passes=2)
+def fgsm_at_objective(model, x, y, eps=8 / 255, seed=0):
+    "FGSM adversarial training (Goodfellow et al.): cross-entropy on x + ε·sign(∇x CE), no random start."
+    x_adv = fgsm(model, x, y, eps=eps)
     logits = model(x_adv)
     return F.cross_entropy(logits, y), logits
 
@@ -213,16 +202,12 @@ def eval_attack_of(spec: TrainSpec):
     "The `Attack` of `spec.eval_attack` (its `name` defaults to 'pgd'), or None."
     if not spec.eval_attack:
         return None
-    from advnb.attacks import Attack
     return Attack(**{"name": "pgd", **spec.eval_attack})
 
 
 def spec_fingerprint(spec: TrainSpec) -> str:
     "Fingerprint of the source of everything `spec` runs (see `advnb.core.code_fingerprint`)."
-    from advnb.data import GENERATORS, dataset_info
-    from advnb.models import ARCHITECTURES
-    dataset_info(spec.dataset)  # registers a generated dataset first, so its generator is always part of the key
-    roots = [train, get_objective(spec.objective), ARCHITECTURES.get(spec.arch), GENERATORS.get(spec.dataset)]
+    roots = [train, get_objective(spec.objective), ARCHITECTURES.lookup(spec.arch), dataset_generator(spec.dataset)]
     roots += [get_regularizer(n) for n, _ in spec.regularizers] + [get_callback(n) for n, _ in spec.callbacks]
     atk = eval_attack_of(spec)
     if atk is not None:
@@ -241,8 +226,6 @@ def lr_at(spec: TrainSpec, epoch_float: float) -> float:
 # %% ../nbs/05_training.ipynb #e0f72392
 def build_from_spec(spec: TrainSpec) -> nn.Module:
     "The untrained model of `spec` (seeded with `spec.seed`, so initial weights are reproducible)."
-    from advnb.data import dataset_info
-    from advnb.models import build_model
     info = dataset_info(spec.dataset)
     seed_everything(spec.seed)
     return build_model(spec.arch, num_classes=info.num_classes, in_shape=tuple(info.shape),
@@ -263,7 +246,6 @@ def make_callbacks(spec: TrainSpec) -> list[Callback]:
 # %% ../nbs/05_training.ipynb #44b393c5
 def train_data(spec: TrainSpec):
     "The training set of `spec` (its subset and augmentation)."
-    from advnb.data import load_dataset
     return load_dataset(spec.dataset, "train", augment=spec.augment, n_per_class=spec.n_per_class, seed=spec.seed)
 
 
@@ -279,7 +261,6 @@ def hold_on_device(ds, device: torch.device):
 
 def eval_data(spec: TrainSpec) -> tuple[torch.Tensor, torch.Tensor]:
     "`(x, y)`: the test images evaluated after every epoch (`eval_n_per_class` per class, or the whole split)."
-    from advnb.data import load_dataset, take
     ds = load_dataset(spec.dataset, "test", n_per_class=spec.eval_n_per_class, seed=spec.seed)
     return take(ds, len(ds))
 
@@ -367,7 +348,6 @@ def _last_good(out_dir) -> str:
 # %% ../nbs/05_training.ipynb #0c7ae17b
 def _train_epoch(spec, model, opt, scaler, callbacks, train_ds, epoch, steps_per_epoch, history, out_dir, show_progress):
     "One epoch of optimiser steps; this epoch's training statistics."
-    from advnb.data import make_loader
     device = next(model.parameters()).device
     on_device = getattr(train_ds, "device", torch.device("cpu")).type != "cpu"  # held there: no worker processes
     loader = make_loader(train_ds, spec.batch_size, shuffle=True, seed=spec.seed * 1_000_003 + epoch,
@@ -429,7 +409,6 @@ def train(spec: TrainSpec, out_dir: Path | str, device=None, resume: bool = True
 
     With `resume`, continue from the last complete epoch found in `out_dir`. `stop_after_epoch` ends the run early
     (as an interruption would), for tests and for splitting long runs."""
-    from advnb.attacks import evaluate
     out_dir, device = Path(out_dir), get_device(device)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = build_from_spec(spec).to(device)

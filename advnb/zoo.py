@@ -17,7 +17,7 @@ from filelock import FileLock
 from .checkpoints import (CorruptCheckpointError, checkpoint_path, completed_epochs, completed_steps,
                                check_resume, discard_from, first_unsound, load_model_state, remove_temp_files,
                                step_path)
-from .core import atomic_write_json, get_device, get_settings
+from .core import atomic_write_json, code_fingerprint, content_hash, get_device, get_settings
 from .train import TrainSpec, build_from_spec, train
 
 # %% auto #0
@@ -172,7 +172,6 @@ def load_epoch(spec: TrainSpec, epoch: int, device=None, cache_dir=None) -> nn.M
 # %% ../nbs/06_zoo.ipynb #9fa2b86a
 def cached_result(spec: TrainSpec, kind: str, key: dict, compute, code=(), cache_dir: Path | str | None = None):
     "`compute()` (JSON-serialisable) cached under `<cache>/<kind>/`, keyed by `spec.key`, `key` and `code_fingerprint(*code)`."
-    from advnb.core import atomic_write_json, code_fingerprint, content_hash
     h = content_hash({"spec": spec.key, "key": key, "code": code_fingerprint(*code) if code else ""})
     path = Path(cache_dir if cache_dir is not None else get_settings().cache_dir) / kind / f"{spec.name}-{h}.json"
     if path.exists():

@@ -105,7 +105,7 @@ def test_download_setting_is_honoured_and_overridable(tmp_path, monkeypatch):
 
 
 def test_unknown_name_and_split():
-    with pytest.raises(ValueError, match="known"):
+    with pytest.raises(ValueError, match="no dataset 'imagenet'; registered: .*'fashionmnist'"):
         load_dataset("imagenet")
     with pytest.raises(ValueError, match="split"):
         load_dataset("synthetic-mnist", "val")
@@ -367,12 +367,12 @@ def test_a_generated_dataset_loads_by_name_and_is_found_from_a_fresh_process():
         return x, torch.arange(2).repeat(n)
 
     try:
-        data.register_generated(info, make)
+        assert data.register_dataset(info)(make) is make
         ds = data.load_dataset("test-generated-bars", "test", n_per_class=2)
         assert len(ds) == 4 and ds.info is info and float(ds.x[1, 0, :, 1].float().mean()) == 255
     finally:
-        data.DATASETS.pop(info.name, None); data.GENERATORS.pop(info.name, None)
-    with pytest.raises(ValueError, match="unknown dataset 'test-generated-bars'"):
+        data.DATASETS.pop(info.name, None); data.DATASETS.infos.pop(info.name, None)
+    with pytest.raises(ValueError, match="no dataset 'test-generated-bars'; registered: .*Register one with @register_dataset"):
         data.load_dataset("test-generated-bars")
     # a process that never imported advnb.smooth_kernels still finds paper B's four shapes (plug-ins load on demand)
     code = "from advnb.data import dataset_info; import sys; print(dataset_info('fourshapes').num_classes)"

@@ -1,6 +1,7 @@
 """Paper D (RLFAT): Random Block Shuffle, the training objectives of eqs. 5–10, loss sensitivity (eqs. 11–12),
 SmoothGrad and the shared model specs."""
 import colorsys
+import copy
 import math
 
 import pytest
@@ -231,6 +232,26 @@ def test_pgdat_is_the_foundation_objective():
     assert torch.equal(l1, l2)
     x_adv, _ = inputs_for(m, x, y, "pgdat", 3)
     assert l1.item() == pytest.approx(hand_ce(hand_logits(m, x_adv), y), rel=1e-10)
+
+
+def test_trades_is_the_foundation_objective_bit_for_bit():
+    "The foundation's TRADES (advnb.train) is eq. 6 of rlfat_loss: the same loss, gradients and BatchNorm statistics."
+    from advnb.models import build_model
+    from advnb.train import trades_objective
+    torch.manual_seed(0)
+    base = build_model("resnet18", num_classes=3, in_shape=(3, 8, 8), width=2)  # with BatchNorm
+    x, y = torch.rand(6, 3, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    out = []
+    for fn in (lambda m: trades_objective(m, x, y, seed=4, **ATK),
+               lambda m: R.rlfat_loss(m, x, y, "trades", rlfl=False, rlft=False, seed=4, **ATK)):
+        m = copy.deepcopy(base).train()
+        loss, logits = fn(m)
+        loss.backward()
+        out.append((loss, logits, [p.grad for p in m.parameters()], [b.clone() for b in m.buffers()]))
+    (l1, z1, g1, b1), (l2, z2, g2, b2) = out
+    assert torch.equal(l1, l2) and torch.equal(z1, z2)
+    assert all(torch.equal(a, b) for a, b in zip(g1, g2)) and all(torch.equal(a, b) for a, b in zip(b1, b2))
+    assert get_objective("trades").__module__ == "advnb.train"  # a foundation objective: paper B needs no paper D
 
 
 def test_named_objectives_use_paper_hyperparameters():

@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from advnb import spectral as S
+from advnb.train import fgsm_at_objective
 
 
 def circular_conv_matrix(weight: torch.Tensor, n: int) -> torch.Tensor:
@@ -124,7 +125,7 @@ def test_fgsm_at_objective_is_the_cross_entropy_at_the_fgsm_example():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
     x, y = torch.rand(5, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1])
-    loss, logits = S.fgsm_at_objective(model, x, y, eps=0.05)
+    loss, logits = fgsm_at_objective(model, x, y, eps=0.05)  # a foundation objective (advnb.train)
     xa = fgsm(model, x, y, eps=0.05)
     assert torch.allclose(logits, model(xa)) and loss.item() == pytest.approx(F.cross_entropy(model(xa), y).item())
 

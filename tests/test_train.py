@@ -225,23 +225,22 @@ def test_checkpoint_every_keeps_in_epoch_weights(tmp_path, isolated_settings):
 
 
 def test_plugin_module_failing_to_import_surfaces_as_itself(monkeypatch):
-    real = T.importlib.import_module
-
-    def broken(name, *a, **k):
-        if name == "advnb.frequency":
-            raise ModuleNotFoundError("No module named 'scipy'", name="scipy")
-        return real(name, *a, **k)
-    monkeypatch.setattr(T.importlib, "import_module", broken)
-    with pytest.raises(ModuleNotFoundError, match="scipy"):
+    import importlib.metadata
+    from advnb import registry
+    broken = importlib.metadata.EntryPoint(name="broken", value="advnb_test_missing_dependency", group=registry.PLUGIN_GROUP)
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(registry.importlib.metadata, "entry_points",
+                        lambda group: [*real(group=group), broken] if group == registry.PLUGIN_GROUP else real(group=group))
+    with pytest.raises(ModuleNotFoundError, match="advnb_test_missing_dependency"):  # its own error, not "no objective"
         T.get_objective("not_registered_anywhere")
 
 
-def test_plugins_from_every_module_are_found():
+def test_paper_plugins_are_found_through_their_entry_points():
     import sys
-    for m in [m for m in sys.modules if m == "advnb.rlfat"]:
-        del sys.modules[m]
-    T.OBJECTIVES.pop("trades", None)
-    assert T.get_objective("trades").__module__ == "advnb.rlfat"
+    sys.modules.pop("advnb.rlfat", None)
+    T.OBJECTIVES.pop("rlfat_t", None)
+    assert T.get_objective("rlfat_t").__module__ == "advnb.rlfat"  # loaded by its `advnb.plugins` entry point
+    assert T.get_objective("trades").__module__ == "advnb.train"  # TRADES is a foundation objective
 
 
 # --- stale models: the key follows the code ---------------------------------------------------------------------
@@ -284,7 +283,7 @@ def test_key_changes_with_the_objective_and_what_it_calls(monkeypatch):
         T.OBJECTIVES.pop("test_probe", None)
     adv = TrainSpec(**{**TINY, "objective": "pgd_at"})
     k1 = adv.key
-    monkeypatch.setattr(A, "pgd", _helper_b)                    # PGD-AT runs pgd: editing pgd retrains
+    monkeypatch.setattr(T, "pgd", _helper_b)                    # PGD-AT runs pgd: editing pgd retrains
     assert adv.key != k1
 
 
