@@ -8,7 +8,7 @@ __all__ = []
 # %% ../nbs/08_cli.ipynb #c35f3b91
 import sys
 
-from .runner import main
+from .workflow.runner import main
 
 # %% ../nbs/08_cli.ipynb #ae2e3884
 if __name__ == "__main__" and "ipykernel" not in sys.modules:  # not when this notebook itself is executed

@@ -484,7 +484,7 @@ def output_name(name: str, paper: str | None = None, number: str | int | None = 
 # %% ../nbs/00_core.ipynb #3d64ad04
 def output_meta(path: Path, run: Run, **meta) -> Path:
     """Write `<stem>.json` beside a saved figure or table: the run that wrote it (notebook, scale, seed, variant) and the
-    `meta` given (`caption`, `dataset`, `models`), which the report site's captions use (`advnb.site`)."""
+    `meta` given (`caption`, `dataset`, `models`), which the report site's captions use (`advnb.workflow.site`)."""
     info = {"notebook": run.notebook + run.suffix, "scale": run.scale, "seed": run.seed, "variant": run.variant,
             **{k: v for k, v in meta.items() if v not in (None, "")}}
     return atomic_write_json(Path(path).with_suffix(".json"), info)

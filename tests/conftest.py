@@ -30,7 +30,8 @@ def smoke_site(tmp_path_factory):
     """Every notebook in nbs/ rendered at smoke scale through the runner, once per test session, in a temporary cache
     and reports folder: tests/test_notebooks.py checks the run, tests/test_site_browser.py reads the site it wrote.
     Returns `(reports_root, number_failed, log_lines)`."""
-    from advnb import core, runner
+    from advnb import core
+    from advnb.workflow import runner
     tmp = tmp_path_factory.mktemp("smoke_site")
     logs = []
     with pytest.MonkeyPatch.context() as mp:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from advnb.spatial import at_bound_fraction, local_consistency, neighbour_correlation
+from advnb.papers.a_spatial import at_bound_fraction, local_consistency, neighbour_correlation
 
 
 def test_neighbour_correlation_known_patterns():
@@ -56,7 +56,7 @@ def test_masked_neighbour_correlation_counts_only_pairs_inside_the_mask():
 
 
 def test_interior_mask_and_the_interior_statistic():
-    from advnb.spatial import interior_mask
+    from advnb.papers.a_spatial import interior_mask
     x = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0]).reshape(1, 1, 1, 5)
     assert interior_mask(x).flatten().tolist() == [False, False, True, False, False]
     d = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(4))

@@ -361,7 +361,7 @@ def test_attack_values_validate_their_threat_model():
 
 def test_one_evaluation_whichever_entry_point(trained):
     "evaluate, attack_batches + the success rule, and paper D's evaluate_defense agree exactly."
-    from advnb.paper_d import evaluate_defense
+    from advnb.papers.d_setup import evaluate_defense
     model, x, y = trained
     atk = Attack("pgd", eps=0.05, alpha=0.01, steps=3)
     ev = evaluate(model, x, y, {"PGD": atk}, batch_size=32, seed=4)

@@ -250,7 +250,7 @@ def test_flip_only_augmentation_mirrors_and_never_shifts():
 
 
 def test_paper_d_at_paper_scale_flips_without_cropping():
-    from advnb.paper_d import paper_d_specs
+    from advnb.papers.d_setup import paper_d_specs
     assert {s.augment for s in paper_d_specs("cifar10", augment=True, crop=False).values()} == {"flip"}
     assert {s.augment for s in paper_d_specs("cifar10", augment=True).values()} == {True}
     assert {s.augment for s in paper_d_specs("cifar10", augment=False, crop=False).values()} == {False}
@@ -374,7 +374,7 @@ def test_a_generated_dataset_loads_by_name_and_is_found_from_a_fresh_process():
         data.DATASETS.pop(info.name, None); data.DATASETS.infos.pop(info.name, None)
     with pytest.raises(ValueError, match="no dataset 'test-generated-bars'; registered: .*Register one with @register_dataset"):
         data.load_dataset("test-generated-bars")
-    # a process that never imported advnb.smooth_kernels still finds paper B's four shapes (plug-ins load on demand)
+    # a process that never imported advnb.papers.b_smooth_kernels still finds paper B's four shapes (plug-ins load on demand)
     code = "from advnb.data import dataset_info; import sys; print(dataset_info('fourshapes').num_classes)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "4"

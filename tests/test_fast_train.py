@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-import advnb.rlfat  # noqa: F401  (registers paper D's objectives)
+import advnb.papers.d_rlfat  # noqa: F401  (registers paper D's objectives)
 from advnb import core
 from advnb import train as T
 from advnb.data import load_dataset, make_loader

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from advnb import checkpoints as C
-from advnb import core, runner, zoo
+from advnb import core, zoo
+from advnb.workflow import runner
 from advnb.train import NonFiniteLossError, TrainSpec, register_callback, Callback
 from fault_tally import record
 from notebook_fixtures import make_notebook

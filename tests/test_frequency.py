@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from advnb.frequency import (FULL_SCALE, frequency_radius, high_frequency_energy_fraction, high_pass,
+from advnb.papers.a_frequency import (FULL_SCALE, frequency_radius, high_frequency_energy_fraction, high_pass,
                              log_amplitude_spectrum, low_pass, low_pass_mask, region_mean, scale_grid,
                              swap_high_frequency)
-from advnb.paper_a import paper_a_specs
+from advnb.papers.a_setup import paper_a_specs
 
 
 def sinusoid(n: int, ku: int, kv: int, channels: int = 1, mean: float = 0.5, amp: float = 0.25) -> torch.Tensor:
@@ -118,7 +118,7 @@ def test_paper_a_specs_default_to_the_papers_setting():
 
 def test_log_amplitude_excess_is_the_per_image_region_mean_of_the_spectrum_difference():
     import torch
-    from advnb.frequency import log_amplitude_excess, log_amplitude_spectrum, region_mean
+    from advnb.papers.a_frequency import log_amplitude_excess, log_amplitude_spectrum, region_mean
     g = torch.Generator().manual_seed(0)
     x = torch.rand(6, 3, 16, 16, generator=g) * 0.5 + 0.25
     checker = ((torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 * 2 - 1).float() * 0.05

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from advnb import implicit_fourier as C
+from advnb.papers import c_implicit_fourier as C
 from advnb.models import fully_connected, full_width_conv, locally_connected
 
 

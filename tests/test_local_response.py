@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from advnb.local_response import (FIG4_KERNELS, FIG4_PERTURBATIONS, PAPER_A_LAYERS, figure4_example,
+from advnb.papers.a_local_response import (FIG4_KERNELS, FIG4_PERTURBATIONS, PAPER_A_LAYERS, figure4_example,
                                   local_response_difference, local_response_differences, response_differences,
                                   summarize)
 

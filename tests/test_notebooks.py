@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from advnb import runner
+from advnb.workflow import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 

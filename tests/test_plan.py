@@ -5,8 +5,9 @@ import math
 import nbformat
 import pytest
 
-from advnb import plan as P
-from advnb import runner, zoo
+from advnb.workflow import plan as P
+from advnb import zoo
+from advnb.workflow import runner
 from advnb.train import TrainSpec
 
 TINY = TrainSpec(arch="simple_cnn", dataset="synthetic-mnist", n_per_class=6, eval_n_per_class=3, epochs=2, batch_size=16,

@@ -52,7 +52,7 @@ import json
 from advnb import zoo
 from advnb.attacks import Attack, evaluate
 from advnb.data import load_dataset, take
-from advnb.plan import passes_per_image
+from advnb.workflow.plan import passes_per_image
 from advnb.train import TrainSpec
 spec = TrainSpec(arch="plugin_mlp", dataset="plugin-bars", objective="plugin_double_ce", epochs=15, batch_size=8,
                  lr=0.2, milestones=(), weight_decay=0.0, seed=1)

@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from advnb import paper_d as P
-from advnb import rlfat as R
+from advnb.papers import d_setup as P
+from advnb.papers import d_rlfat as R
 from advnb.attacks import pgd
 from advnb.core import torch_generator
 from advnb.train import get_objective, pgd_at_objective

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from advnb import runner
-from advnb.runner import RunnerError
+from advnb.workflow import runner
+from advnb.workflow.runner import RunnerError
 from notebook_fixtures import make_notebook, make_project
 
 ROOT = Path(__file__).resolve().parents[1]

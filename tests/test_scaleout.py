@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from advnb import claims, runner
-from advnb.runner import RunnerError
+from advnb import claims
+from advnb.workflow import runner
+from advnb.workflow.runner import RunnerError
 from notebook_fixtures import make_notebook, make_project
 
 ROOT = Path(__file__).resolve().parents[1]

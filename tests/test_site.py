@@ -1,4 +1,4 @@
-"""advnb.site: the reports of a scale as an offline site (names parsed, captions from what was run, claims of every
+"""advnb.workflow.site: the reports of a scale as an offline site (names parsed, captions from what was run, claims of every
 scale side by side, rendered notebooks that load nothing from the network). The browser test is test_site_browser.py."""
 import json
 import re
@@ -11,7 +11,7 @@ import nbformat  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from advnb import site  # noqa: E402
+from advnb.workflow import site# noqa: E402
 from advnb.core import Run, save_figure, save_table  # noqa: E402
 
 
@@ -127,7 +127,7 @@ def test_build_site_writes_every_page_with_the_claims_of_every_scale(demo_report
 
 
 def test_rendered_notebook_loads_mathjax_from_the_reports_not_a_cdn(demo_reports, tmp_path):
-    from advnb.runner import render_html
+    from advnb.workflow.runner import render_html
     out = render_html(demo_reports / "smoke" / "a1_demo.ipynb", tmp_path / "out" / "a1_demo.html")
     page = out.read_text()
     assert site.remote_resources(page) == [] and site.MATHJAX_URL in page and "$r=\\sqrt{u^2+v^2}$" in page

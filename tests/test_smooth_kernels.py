@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from advnb import smooth_kernels as B
+from advnb.papers import b_smooth_kernels as B
 from advnb.data import load_dataset
 from advnb.train import get_regularizer, training_loss
 

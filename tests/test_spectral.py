@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from advnb import spectral as S
+from advnb.papers import e_spectral as S
 from advnb.train import fgsm_at_objective
 
 

@@ -30,3 +30,17 @@ def test_text_check_rejects_control_characters_and_notebooks_missing_from_the_in
 
 def test_the_project_notebooks_pass_the_text_check():
     assert _check_sync().text_problems(ROOT / "nbs") == []
+
+
+def test_a_module_no_notebook_exports_is_reported(tmp_path):
+    check = _check_sync()
+    (tmp_path / "nbs").mkdir()
+    _notebook(tmp_path / "nbs" / "b1.ipynb", ("code", "#| default_exp papers.b_method"))
+    for f in ("__init__.py", "_modidx.py", "papers/__init__.py", "papers/b_method.py", "b_method.py"):
+        (tmp_path / "advnb" / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "advnb" / f).write_text("")
+    assert check.orphan_modules(tmp_path) == ["advnb/b_method.py"]  # left behind when the notebook moved it
+
+
+def test_every_project_module_is_exported_by_a_notebook():
+    assert _check_sync().orphan_modules(ROOT) == []

@@ -237,9 +237,9 @@ def test_plugin_module_failing_to_import_surfaces_as_itself(monkeypatch):
 
 def test_paper_plugins_are_found_through_their_entry_points():
     import sys
-    sys.modules.pop("advnb.rlfat", None)
+    sys.modules.pop("advnb.papers.d_rlfat", None)
     T.OBJECTIVES.pop("rlfat_t", None)
-    assert T.get_objective("rlfat_t").__module__ == "advnb.rlfat"  # loaded by its `advnb.plugins` entry point
+    assert T.get_objective("rlfat_t").__module__ == "advnb.papers.d_rlfat"  # loaded by its `advnb.plugins` entry point
     assert T.get_objective("trades").__module__ == "advnb.train"  # TRADES is a foundation objective
 
 

@@ -125,7 +125,7 @@ def test_rekey_carries_finished_and_interrupted_runs_to_the_current_key(isolated
 
 
 def test_rekey_command_reports_what_it_did(isolated_settings, capsys):
-    from advnb import runner
+    from advnb.workflow import runner
     zoo.get(SPEC, show_progress=False)
     old = _file_under_old_key(SPEC, "0" * 16)
     assert runner.main(["rekey", "--dry-run"]) == 0 and old.exists()

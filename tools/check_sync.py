@@ -1,6 +1,7 @@
 """Fail when advnb/ differs from what the notebooks export, when a notebook is not clean, when a markdown cell holds a
 control character (a LaTeX `\\frac` or `\\text` written in a Python string whose escape turned it into a form feed or a
-TAB), or when nbs/index.ipynb does not give the reading order of every notebook.
+TAB), when nbs/index.ipynb does not give the reading order of every notebook, or when a module under advnb/ is exported
+by no notebook (nbdev does not delete a module whose notebook moved it: `#| default_exp papers.x` leaves the old x.py).
 
 The notebooks in nbs/ are the source of truth. This script exports and cleans them in place and compares
 file hashes before and after; any difference means a notebook was edited without exporting (or a module was
@@ -38,6 +39,22 @@ def text_problems(nbs: Path) -> list[str]:
     return problems
 
 
+GENERATED_BY_NBDEV = {"__init__.py", "_modidx.py"}  # nbdev writes these itself (every package folder has an __init__.py)
+
+
+def orphan_modules(root: Path) -> list[str]:
+    "Modules under advnb/ that no notebook exports (`#| default_exp` of every notebook in nbs/), as repository paths."
+    exported = set()
+    for p in (root / "nbs").glob("*.ipynb"):
+        for cell in json.loads(p.read_text())["cells"]:
+            for line in "".join(cell["source"]).splitlines():
+                if line.startswith("#| default_exp "):
+                    exported.add(line.split()[-1].replace(".", "/") + ".py")
+    lib = root / "advnb"
+    return sorted(f"advnb/{p.relative_to(lib).as_posix()}" for p in lib.rglob("*.py")
+                  if p.name not in GENERATED_BY_NBDEV and p.relative_to(lib).as_posix() not in exported)
+
+
 def main():
     import os
     os.chdir(ROOT)
@@ -54,9 +71,10 @@ def main():
             print("   ", k)
         print("Fix: run `make export`, check `git diff`, and commit the notebooks together with advnb/.")
         sys.exit(1)
-    problems = text_problems(ROOT / "nbs")
+    problems = text_problems(ROOT / "nbs") + [f"{m} is exported by no notebook: delete it (git rm) if its notebook now "
+                                              "exports it elsewhere" for m in orphan_modules(ROOT)]
     if problems:
-        print("notebook text check failed:")
+        print("notebook and module check failed:")
         for line in problems:
             print("   ", line)
         sys.exit(1)
