@@ -1,5 +1,6 @@
 """Paper E's measurements: every singular value of a convolution (FFT method) against the SVD of its explicit operator
 matrix, spectral normalisation, margins, target probabilities, loss variation, robust accuracy on clean-correct examples."""
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -31,9 +32,83 @@ def test_conv_singular_values_equal_the_svd_of_the_explicit_operator(c_out, c_in
     assert torch.allclose(ours, explicit, rtol=1e-5, atol=1e-5)
 
 
+def strided_conv_matrix(weight: torch.Tensor, n: int, stride: int, padding: int) -> torch.Tensor:
+    "The explicit matrix of nn.Conv2d's cross-correlation with `stride` and `padding`, the padding circular."
+    c_in = weight.shape[1]
+    basis = torch.eye(c_in * n * n, dtype=torch.float64).reshape(-1, c_in, n, n)
+    out = F.conv2d(F.pad(basis, (padding,) * 4, mode="circular"), weight.double(), stride=stride)
+    assert out.shape[-2:] == (n // stride, n // stride)
+    return out.reshape(c_in * n * n, -1).T
+
+
+@pytest.mark.parametrize("c_out,c_in,k,padding,stride,n", [
+    (3, 2, 3, 1, 2, 8), (2, 3, 1, 0, 2, 8), (9, 2, 3, 1, 2, 4), (5, 1, 3, 1, 2, 6), (2, 2, 3, 1, 1, 6), (4, 4, 3, 1, 2, 4)])
+def test_strided_conv_singular_values_equal_the_svd_of_the_explicit_operator(c_out, c_in, k, padding, stride, n):
+    w = torch.randn(c_out, c_in, k, k, generator=torch.Generator().manual_seed(c_out + 7 * c_in + k), dtype=torch.float64)
+    ours = S.conv_singular_values(w, n, stride, padding).double()
+    m = n // stride
+    assert ours.shape == (m * m, min(c_out, stride * stride * c_in))
+    explicit = torch.linalg.svdvals(strided_conv_matrix(w, n, stride, padding)).sort().values[-ours.numel():]
+    assert torch.allclose(ours.flatten().sort().values, explicit, rtol=1e-5, atol=1e-5)
+
+
+def test_a_stride_2_layer_is_not_its_stride_1_operator():
+    "The stride-1 operator at the input size, subsampled, has other singular values (what the layers reported before)."
+    w = torch.randn(4, 4, 3, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert not torch.allclose(S.conv_singular_values(w, 8, stride=2, padding=1).max(), S.conv_singular_values(w, 8).max())
+
+
+def sedghi_clip_reference(weight: torch.Tensor, n: int, beta: float) -> torch.Tensor:
+    "Sedghi et al.'s Clip_OperatorNorm_NP (conv-sv), written from its definition, in PyTorch's (c_out, c_in, k, k) layout."
+    k = weight.shape[-1]
+    f = weight.permute(2, 3, 1, 0).numpy()  # theirs: (k, k, c_in, c_out)
+    t = np.fft.fft2(f, (n, n), axes=[0, 1])
+    u, d, v = np.linalg.svd(t, full_matrices=False)
+    back = np.fft.ifft2(u @ (np.minimum(d, beta)[..., None] * v), axes=[0, 1]).real[:k, :k]
+    return torch.from_numpy(back).permute(3, 2, 0, 1)
+
+
+@pytest.mark.parametrize("c_out,c_in", [(3, 2), (2, 3), (4, 4)])
+def test_clip_agrees_with_sedghi_et_al(c_out, c_in):
+    w = torch.randn(c_out, c_in, 3, 3, generator=torch.Generator().manual_seed(c_out * c_in), dtype=torch.float64)
+    beta = 0.5 * float(S.conv_singular_values(w, 6).max())
+    assert torch.allclose(S.clip_conv_singular_values(w, 6, beta), sedghi_clip_reference(w, 6, beta), atol=1e-10)
+
+
+def test_clip_known_answers():
+    g = torch.Generator().manual_seed(5)
+    w1 = torch.randn(3, 2, 1, 1, generator=g, dtype=torch.float64)  # a 1×1 kernel: the cut to the support loses nothing
+    sv = torch.linalg.svdvals(w1[:, :, 0, 0])
+    clipped = S.clip_conv_singular_values(w1, 4, float(sv[1]), stride=2)
+    assert torch.allclose(torch.linalg.svdvals(clipped[:, :, 0, 0]), sv.clamp(max=sv[1]), atol=1e-12)
+    w3 = torch.randn(4, 2, 3, 3, generator=g, dtype=torch.float64)
+    top = float(S.conv_singular_values(w3, 8, 2, 1).max())
+    assert torch.allclose(S.clip_conv_singular_values(w3, 8, 2 * top, 2, 1), w3, atol=1e-12)  # nothing above β: unchanged
+    half = S.clip_conv_singular_values(w3, 8, top / 2, 2, 1)
+    assert top / 2 <= float(S.conv_singular_values(half, 8, 2, 1).max()) < top  # clipped, bar the cut to 3×3 taps
+    lin = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    assert torch.allclose(torch.linalg.svdvals(S.clip_linear_singular_values(lin, 1.0)),
+                          torch.linalg.svdvals(lin).clamp(max=1.0), atol=1e-12)
+
+
+def test_clip_mode_bounds_a_strided_network():
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
+    x = torch.zeros(1, 2, 8, 8)
+    before = {k: float(v.max()) for k, v in S.layer_singular_values(net, x).items()}
+    S.SpectralNormalisation(0.3).apply(net, x)  # the default mode: Sedghi et al.'s clip
+    after = {k: float(v.max()) for k, v in S.layer_singular_values(net, x).items()}
+    assert after["3"] == pytest.approx(0.3, rel=1e-6) and before["3"] > 0.3
+    assert after["0"] < before["0"]
+    with pytest.raises(ValueError, match="no dilation"):
+        S.layer_singular_values(nn.Sequential(nn.Conv2d(1, 1, 3, dilation=2, padding=2)), torch.zeros(1, 1, 8, 8))
+
+
 def test_conv_singular_values_name_bad_inputs():
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(ValueError, match="n ≥ the kernel and divisible by the stride"):
         S.conv_singular_values(torch.randn(1, 1, 5, 5), 3)
+    with pytest.raises(ValueError, match="divisible by the stride"):
+        S.conv_singular_values(torch.randn(1, 1, 3, 3), 7, stride=2)
     with pytest.raises(ValueError, match="c_out, c_in, kh, kw"):
         S.conv_singular_values(torch.randn(3, 3), 3)
 
@@ -54,11 +129,13 @@ def test_spectral_normalisation_sets_every_largest_singular_value(sigma):
     torch.manual_seed(1)
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 1), nn.Flatten(), nn.Linear(4 * 6 * 6, 7))
     x = torch.zeros(1, 3, 6, 6)
-    S.SpectralNormalisation(sigma).apply(net, x)
+    S.SpectralNormalisation(sigma, mode="set").apply(net, x)
     for name, v in S.layer_singular_values(net, x).items():
         assert float(v.max()) == pytest.approx(sigma, rel=1e-5), name
     with pytest.raises(ValueError, match="sigma > 0"):
         S.SpectralNormalisation(0.0)
+    with pytest.raises(ValueError, match="mode in"):
+        S.SpectralNormalisation(1.0, mode="clamp")
 
 
 def test_clipped_spectral_normalisation_only_scales_down():
@@ -68,7 +145,7 @@ def test_clipped_spectral_normalisation_only_scales_down():
         net[1].weight.mul_(10.0); net[3].weight.mul_(0.01)
     x = torch.zeros(1, 6)
     small = float(S.layer_singular_values(net, x)["3"].max())
-    S.SpectralNormalisation(1.0, clip=True).apply(net, x)
+    S.SpectralNormalisation(1.0, mode="cap").apply(net, x)
     after = S.layer_singular_values(net, x)
     assert float(after["1"].max()) == pytest.approx(1.0, rel=1e-5) and float(after["3"].max()) == pytest.approx(small, rel=1e-6)
 
@@ -102,7 +179,7 @@ def test_robust_accuracy_counts_only_clean_correct_examples():
 def test_spectral_normalisation_as_a_training_callback(isolated_settings):
     from advnb.train import TrainSpec, train
     spec = TrainSpec(arch="simple_cnn", dataset="synthetic-mnist", arch_kwargs={"width": 2, "hidden": 8}, n_per_class=4,
-                     epochs=1, batch_size=20, callbacks=(("spectral_normalisation", {"sigma": 0.7}),))
+                     epochs=1, batch_size=20, callbacks=(("spectral_normalisation", {"sigma": 0.7, "mode": "set"}),))
     model, _ = train(spec, isolated_settings / "run", show_progress=False)
     for name, v in S.layer_singular_values(model, torch.zeros(1, 1, 28, 28)).items():
         assert float(v.max()) == pytest.approx(0.7, rel=1e-4), name
@@ -113,7 +190,7 @@ def test_paper_e_specs_one_model_per_strength():
     assert list(specs) == [0, 4, 8, 16]
     assert specs[0].objective == "ce" and specs[16].objective == "pgd_at"
     assert specs[16].objective_kwargs == {"eps": pytest.approx(0.16), "alpha": pytest.approx(0.02), "steps": 7}
-    assert specs[4].callbacks == (("spectral_normalisation", {"sigma": 1.5, "clip": True}),)
+    assert specs[4].callbacks == (("spectral_normalisation", {"sigma": 1.5, "mode": "clip"}),)
     f = S.paper_e_specs("synthetic-cifar10", strengths=[8], attack="fgsm")
     assert f[8].objective == "fgsm_at" and f[8].objective_kwargs == {"eps": pytest.approx(8 / 255)}
     with pytest.raises(ValueError, match="'pgd' or 'fgsm'"):

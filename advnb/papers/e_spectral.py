@@ -15,20 +15,36 @@ import torch.nn.functional as F
 from ..train import Callback, TrainSpec, register_callback
 
 # %% auto #0
-__all__ = ['AR_STRENGTHS', 'conv_singular_values', 'layer_singular_values', 'singular_value_stats', 'SpectralNormalisation',
-           'margins', 'target_probability', 'loss_variation', 'paper_e_specs', 'paper_e_data', 'paper_e_label',
+__all__ = ['AR_STRENGTHS', 'conv_transfer', 'conv_singular_values', 'layer_singular_values', 'singular_value_stats',
+           'clip_conv_singular_values', 'clip_linear_singular_values', 'SpectralNormalisation', 'margins',
+           'target_probability', 'loss_variation', 'paper_e_specs', 'paper_e_data', 'paper_e_label',
            'generalisation_record', 'cached_generalisation_record', 'gap_se']
 
 # %% ../../nbs/e1_spectral.ipynb #455bb51d
-def conv_singular_values(weight: torch.Tensor, n: int) -> torch.Tensor:
-    "All singular values (n², min(c_out, c_in)) of the circular stride-1 convolution with `weight` on n×n inputs."
+def _check_conv(weight: torch.Tensor, n: int, stride: int) -> None:
     if weight.ndim != 4:
-        raise ValueError(f"conv_singular_values needs a (c_out, c_in, kh, kw) weight, got shape {tuple(weight.shape)}")
-    kh, kw = weight.shape[-2:]
-    if kh > n or kw > n:
-        raise ValueError(f"a {kh}×{kw} kernel does not fit an {n}×{n} input")
-    transfer = torch.fft.fft2(weight.detach().double(), s=(n, n))  # (c_out, c_in, n, n)
-    return torch.linalg.svdvals(transfer.permute(2, 3, 0, 1)).reshape(n * n, -1).float()
+        raise ValueError(f"a convolution weight is (c_out, c_in, kh, kw), got shape {tuple(weight.shape)}")
+    if max(weight.shape[-2:]) > n or n % stride:
+        raise ValueError(f"a {tuple(weight.shape[-2:])} kernel at stride {stride} needs an n×n input with n ≥ the kernel "
+                         f"and divisible by the stride, got n = {n}")
+
+
+def conv_transfer(weight: torch.Tensor, n: int, stride: int = 1, padding: int = 0) -> torch.Tensor:
+    "The (m, m, c_out, s²·c_in) matrices [K̂_(p,q)(u, v)] of the circular convolution on n×n inputs, m = n / stride."
+    _check_conv(weight, n, stride)
+    (c_out, c_in, kh, kw), s, m = weight.shape, stride, n // stride
+    phases = torch.zeros((c_out, c_in, s, s, m, m), dtype=torch.float64, device=weight.device)
+    for a in range(kh):
+        for b in range(kw):
+            (da, p), (db, q) = divmod(a - padding, s), divmod(b - padding, s)
+            phases[:, :, p, q, da % m, db % m] += weight[:, :, a, b].detach().double()
+    return torch.fft.fft2(phases).permute(4, 5, 0, 1, 2, 3).reshape(m, m, c_out, c_in * s * s)
+
+
+def conv_singular_values(weight: torch.Tensor, n: int, stride: int = 1, padding: int = 0) -> torch.Tensor:
+    "All singular values (m², min(c_out, s²·c_in)) of the circular convolution with `weight` on n×n inputs, m = n / stride."
+    transfer = conv_transfer(weight, n, stride, padding)
+    return torch.linalg.svdvals(transfer).reshape(transfer.shape[0] ** 2, -1).float()
 
 # %% ../../nbs/e1_spectral.ipynb #6b035e63
 def _input_sizes(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
@@ -53,12 +69,21 @@ def _input_sizes(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     return sizes
 
 
+def _conv_geometry(name: str, m: nn.Conv2d) -> tuple[int, int]:
+    "(stride, padding) of a square-strided, undilated, ungrouped Conv2d; anything else is refused by name."
+    if m.stride[0] != m.stride[1] or m.dilation != (1, 1) or m.groups != 1 or not isinstance(m.padding, tuple) \
+            or m.padding[0] != m.padding[1]:
+        raise ValueError(f"{name}: singular values need a square stride and padding, no dilation and no groups, got "
+                         f"stride={m.stride}, padding={m.padding}, dilation={m.dilation}, groups={m.groups}")
+    return m.stride[0], m.padding[0]
+
+
 def layer_singular_values(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    "Singular values of every Conv2d (circular operator at its input size) and Linear layer of `model`, by name."
+    "Singular values of every Conv2d (circular operator at its input size and stride) and Linear layer, by name."
     sizes, out = _input_sizes(model, x), {}
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d) and name in sizes:
-            out[name] = conv_singular_values(m.weight, sizes[name]).flatten()
+            out[name] = conv_singular_values(m.weight, sizes[name], *_conv_geometry(name, m)).flatten()
         elif isinstance(m, nn.Linear):
             out[name] = torch.linalg.svdvals(m.weight.detach().double()).float()
     return out
@@ -72,23 +97,53 @@ def singular_value_stats(model: nn.Module, x: torch.Tensor):
     return pd.DataFrame(rows).T.rename_axis("layer")
 
 # %% ../../nbs/e1_spectral.ipynb #17c55697
+def clip_conv_singular_values(weight: torch.Tensor, n: int, beta: float, stride: int = 1, padding: int = 0) -> torch.Tensor:
+    "Sedghi et al.'s clip: every singular value of the circular operator to min(σ, β), the kernel cut back to its support."
+    transfer = conv_transfer(weight, n, stride, padding)
+    u, sv, vh = torch.linalg.svd(transfer, full_matrices=False)
+    clipped = u @ (sv.clamp(max=beta)[..., None] * vh)
+    (c_out, c_in, kh, kw), s, m = weight.shape, stride, n // stride
+    phases = torch.fft.ifft2(clipped.reshape(m, m, c_out, c_in, s, s).permute(2, 3, 4, 5, 0, 1)).real
+    out = torch.empty((c_out, c_in, kh, kw), dtype=torch.float64, device=weight.device)
+    for a in range(kh):
+        for b in range(kw):
+            (da, p), (db, q) = divmod(a - padding, s), divmod(b - padding, s)
+            out[:, :, a, b] = phases[:, :, p, q, da % m, db % m]
+    return out.to(weight.dtype)
+
+
+def clip_linear_singular_values(weight: torch.Tensor, beta: float) -> torch.Tensor:
+    "A dense weight with every singular value taken to min(σ, β)."
+    u, sv, vh = torch.linalg.svd(weight.detach().double(), full_matrices=False)
+    return (u @ (sv.clamp(max=beta)[:, None] * vh)).to(weight.dtype)
+
+# %% ../../nbs/e1_spectral.ipynb #9f977465
 @register_callback("spectral_normalisation")
 class SpectralNormalisation(Callback):
-    "After every epoch, scale every Conv2d and Linear weight so that its largest singular value is `sigma` (`clip`: at most)."
+    """After every epoch, bound every Conv2d and Linear layer by `sigma`: `mode="clip"` (Sedghi et al., App. D.3) takes
+    each singular value to min(σ, sigma); `"set"` scales the layer to a largest singular value of `sigma`; `"cap"` does
+    that only to the layers above it."""
+    MODES = ("clip", "set", "cap")
 
-    def __init__(self, sigma: float = 1.0, clip: bool = False, input_shape: tuple | None = None):
-        if sigma <= 0:
-            raise ValueError(f"spectral_normalisation needs sigma > 0, got {sigma}")
-        self.sigma, self.clip, self.input_shape = float(sigma), bool(clip), input_shape
+    def __init__(self, sigma: float = 1.0, mode: str = "clip", input_shape: tuple | None = None):
+        if sigma <= 0 or mode not in self.MODES:
+            raise ValueError(f"spectral_normalisation needs sigma > 0 and mode in {self.MODES}, got {sigma}, {mode!r}")
+        self.sigma, self.mode, self.input_shape = float(sigma), mode, input_shape
 
     def apply(self, model: nn.Module, x: torch.Tensor) -> None:
-        "Rescale `model`'s layers now (x: any input batch, for the convolutions' input sizes)."
-        largest = {k: float(v.max()) for k, v in layer_singular_values(model, x).items()}
-        mods = dict(model.named_modules())
+        "Bound `model`'s layers now (x: any input batch, for the convolutions' input sizes)."
+        sizes, mods = _input_sizes(model, x), dict(model.named_modules())
+        largest = {k: float(v.max()) for k, v in layer_singular_values(model, x).items()} if self.mode != "clip" else {}
         with torch.no_grad():
-            for k, s in largest.items():
-                if s > 0 and not (self.clip and s <= self.sigma):
-                    mods[k].weight.mul_(self.sigma / s)
+            for k, m in mods.items():
+                if not isinstance(m, (nn.Conv2d, nn.Linear)) or (isinstance(m, nn.Conv2d) and k not in sizes):
+                    continue
+                if self.mode == "clip" and isinstance(m, nn.Conv2d):
+                    m.weight.copy_(clip_conv_singular_values(m.weight, sizes[k], self.sigma, *_conv_geometry(k, m)))
+                elif self.mode == "clip":
+                    m.weight.copy_(clip_linear_singular_values(m.weight, self.sigma))
+                elif largest[k] > 0 and not (self.mode == "cap" and largest[k] <= self.sigma):
+                    m.weight.mul_(self.sigma / largest[k])
 
     def after_epoch(self, ctx) -> None:
         from advnb.data import dataset_info
@@ -134,7 +189,7 @@ def paper_e_specs(dataset: str, strengths=AR_STRENGTHS, eps_unit: float = 1 / 25
                      n_per_class=n_per_class,
                      augment=augment, lr=lr, milestones=tuple(milestones), weight_decay=weight_decay, epochs=epochs,
                      batch_size=batch_size, seed=seed, eval_n_per_class=eval_n_per_class,
-                     callbacks=((("spectral_normalisation", {"sigma": float(sn), "clip": True}),) if sn else ()))
+                     callbacks=((("spectral_normalisation", {"sigma": float(sn), "mode": "clip"}),) if sn else ()))
     out = {}
     for s in strengths:
         eps = s * eps_unit
