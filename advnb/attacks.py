@@ -25,9 +25,9 @@ from .registry import Registry, UnknownPluginError
 
 # %% auto #0
 __all__ = ['ATTACKS', 'register_attack', 'AttackInputError', 'eval_mode', 'validate_inputs', 'check_logits', 'perturbation_norm',
-           'cw_margin', 'attack_loss', 'fgsm', 'pgd', 'attack_success', 'MinimalPerturbation', 'pgd_minimal', 'cw_l2',
-           'deepfool', 'deform', 'adef', 'salt_and_pepper', 'nattack', 'Attack', 'AttackResult', 'Evaluation',
-           'evaluate', 'predict', 'accuracy', 'attack_batches', 'robust_accuracy_of']
+           'model_device', 'cw_margin', 'attack_loss', 'fgsm', 'pgd', 'attack_success', 'MinimalPerturbation',
+           'pgd_minimal', 'cw_l2', 'deepfool', 'deform', 'adef', 'salt_and_pepper', 'nattack', 'Attack', 'AttackResult',
+           'Evaluation', 'evaluate', 'predict', 'accuracy', 'attack_batches', 'robust_accuracy_of']
 
 # %% ../nbs/03_attacks.ipynb #68046eac
 class AttackInputError(ValueError):
@@ -131,7 +131,7 @@ def perturbation_norm(x_adv: torch.Tensor, x: torch.Tensor, norm: str = "l2") ->
     return _flat_norm((x_adv - x).detach(), norm)
 
 
-def _model_device(model) -> torch.device:
+def model_device(model) -> torch.device:
     "The device of `model`'s first parameter (the CPU for a parameter-free model or a plain function)."
     p = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
     return p.device if p is not None else torch.device("cpu")
@@ -692,7 +692,7 @@ def _mean(t: torch.Tensor) -> float:
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dict | None = None, batch_size: int = 256,
              seed: int = 0, keep_adversarial: bool = False, show_progress: bool = False) -> Evaluation:
     "Clean and robust accuracy of `model` on `(x, y)` under each `Attack` (or `f(model, x, y, seed)`) of `attacks`."
-    attacks, dev = dict(attacks or {}), _model_device(model)
+    attacks, dev = dict(attacks or {}), model_device(model)
     cc, cl, res = [], [], {k: {"s": [], "r": [], "n": [], "l": [], "x": []} for k in attacks}
     starts = range(0, len(x), batch_size)
     for i, s in enumerate(progress(starts, desc="evaluate", leave=False, disable=not show_progress)):
@@ -723,7 +723,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dict |
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256, logits: bool = False) -> torch.Tensor:
     "Predicted labels (or the logits) of `model` in eval mode on `x`, in batches on the model's device; on the CPU."
-    dev = _model_device(model)
+    dev = model_device(model)
     with eval_mode(model):
         out = [model(x[i:i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)]
     if not out:
@@ -740,7 +740,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 def attack_batches(attack: Callable, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
                    seed: int = 0) -> torch.Tensor:
     "`attack(model, xb, yb, seed=seed + i)` on each batch `i` of `(x, y)` on the model's device; the adversarial images on the CPU."
-    dev = _model_device(model)
+    dev = model_device(model)
     out = [attack(model, x[s:s + batch_size].to(dev), y[s:s + batch_size].to(dev), seed=seed + i).detach().cpu()
            for i, s in enumerate(range(0, len(x), batch_size))]
     return torch.cat(out) if out else x.clone()

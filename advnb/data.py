@@ -30,7 +30,7 @@ __all__ = ['SYNTHETIC_PREFIX', 'CIFAR10_CLASSES', 'CIFAR100_CLASSES', 'MNIST_CLA
            'TINYIMAGENET_INFO', 'SHAPES', 'ORIENTATIONS', 'HUES', 'LEVELS', 'DATASETS', 'SYNTHETIC_DEFAULT_PER_CLASS',
            'SPLITS', 'DatasetInfo', 'synthetic_factors', 'synthetic_class_names', 'augmentation_policy', 'crop_flip',
            'ImageTensorDataset', 'MissingDatasetError', 'DamagedDatasetError', 'dataset_path', 'tinyimagenet_classes',
-           'render_synthetic', 'make_synthetic', 'register_dataset', 'dataset_info', 'dataset_generator',
+           'derive_seed', 'render_synthetic', 'make_synthetic', 'register_dataset', 'dataset_info', 'dataset_generator',
            'load_dataset', 'subset', 'KeyedSampler', 'make_loader', 'take']
 
 # %% ../nbs/01_data.ipynb #2efa7e93
@@ -433,7 +433,7 @@ SYNTHETIC_DEFAULT_PER_CLASS = {10: {"train": 100, "test": 20}, 100: {"train": 20
 _N_PARAMS = 18
 
 
-def _derive_seed(*parts) -> int:
+def derive_seed(*parts) -> int:
     "A 63-bit seed from any JSON-able parts (stable across processes and platforms)."
     return int(content_hash(list(parts)), 16) % 2**63
 
@@ -531,7 +531,7 @@ def make_synthetic(name: str, split: str = "train", n_per_class: int | None = No
     for r0 in range(0, n, rounds_per_chunk):
         us, noises = [], []
         for r in range(r0, min(n, r0 + rounds_per_chunk)):
-            g = torch_generator(_derive_seed("advnb.synthetic", name, split, int(seed), r))
+            g = torch_generator(derive_seed("advnb.synthetic", name, split, int(seed), r))
             us.append(torch.rand((k, _N_PARAMS), generator=g))
             noises.append(torch.randn((k, *info.shape), generator=g))
         a, b = r0 * k, (r0 + len(us)) * k
@@ -594,7 +594,7 @@ def subset(ds: ImageTensorDataset, n_per_class: int, seed: int = 0) -> ImageTens
     picked, ranks, short = [], [], []
     for c in range(k):
         idx = (ds.y == c).nonzero().squeeze(1)
-        order = torch.randperm(len(idx), generator=torch_generator(_derive_seed("advnb.subset", int(seed), c)))
+        order = torch.randperm(len(idx), generator=torch_generator(derive_seed("advnb.subset", int(seed), c)))
         chosen = idx[order[:n]]
         if len(chosen) < n:
             short.append(f"{ds.info.classes[c]!r}: {len(chosen)}")

@@ -219,18 +219,18 @@ def test_spec_key_ignores_docstrings_comments_layout_and_module(tmp_path, monkey
     from advnb.train import TrainSpec
     spec = TrainSpec(arch="simple_cnn", dataset="synthetic-mnist", objective="ce")
     before = spec.key
-    tidied = ('def _model_device(model) -> torch.device:\n'
+    tidied = ('def model_device(model) -> torch.device:\n'
               '    """Where `model` lives: the device of its first parameter.\n\n    Reworded, as a tidy-up would."""\n'
               '    # a comment that was not there\n'
               '    p = (next(iter(model.parameters()), None)\n'
               '         if isinstance(model, nn.Module) else None)\n'
               "    return p.device if p is not None else torch.device('cpu')\n")
     moved = _module_from_source(monkeypatch, tmp_path, "advnb_keytest_moved", tidied, vars(attacks))
-    _replace_everywhere(monkeypatch, attacks._model_device, moved._model_device)  # reworded, reformatted, moved
+    _replace_everywhere(monkeypatch, attacks.model_device, moved.model_device)  # reworded, reformatted, moved
     assert spec.key == before
     changed = tidied.replace("torch.device('cpu')", "torch.device('meta')")  # one line that behaves differently
     other = _module_from_source(monkeypatch, tmp_path, "advnb_keytest_changed", changed, vars(attacks))
-    _replace_everywhere(monkeypatch, attacks._model_device, other._model_device)
+    _replace_everywhere(monkeypatch, attacks.model_device, other.model_device)
     assert spec.key != before  # so the helper is part of this key, and the check above could fail
 
 

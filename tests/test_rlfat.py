@@ -479,5 +479,6 @@ def test_cached_evaluation_key_follows_the_evaluation_code(tmp_path, monkeypatch
     def edited_pgd(model, x, y, **kw):  # "editing pgd": the same behaviour, another source
         return original(model, x, y, **kw)
     monkeypatch.setattr(A, "pgd", edited_pgd)
+    monkeypatch.setattr(P, "pgd", edited_pgd)  # where the evaluation finds it (d_setup imports it at its top)
     P.cached_evaluation(spec, m, x, y, {"t": 1}, cache_dir=tmp_path, **kw)
     assert len(list((tmp_path / "paper_d_eval").iterdir())) == 2  # edited attack code: a new row, not the old one

@@ -19,8 +19,10 @@ import torch.nn.functional as F
 from ..attacks import (adef, cw_l2, deepfool, eval_mode, fgsm, pgd, register_attack, salt_and_pepper,
                            validate_inputs)
 from ..core import torch_generator
-from ..data import DatasetInfo, _derive_seed, register_dataset
+from ..data import DATASETS, DatasetInfo, derive_seed, register_dataset
 from ..train import TrainSpec, register_objective, register_regularizer
+from ..attacks import attack_batches, model_device, predict
+from ..zoo import cached_result
 
 # %% auto #0
 __all__ = ['FOUR_SHAPES', 'FOUR_SHAPES_DEFAULT_PER_CLASS', 'FOUR_SHAPES_INFO', 'PAPER_B_LOSSES', 'TABLE1_ATTACKS', 'LOSS_COLOURS',
@@ -125,7 +127,7 @@ def make_four_shapes(name: str = "fourshapes", split: str = "train", n_per_class
     n = FOUR_SHAPES_DEFAULT_PER_CLASS[split] if n_per_class is None else int(n_per_class)
     xs, ys = [], []
     for r in range(n):
-        g = torch_generator(_derive_seed("advnb.fourshapes", split, int(seed), r))
+        g = torch_generator(derive_seed("advnb.fourshapes", split, int(seed), r))
         u = torch.rand((len(FOUR_SHAPES), 4), generator=g)
         for c in range(len(FOUR_SHAPES)):
             xs.append(render_shape(c, u[c])); ys.append(c)
@@ -157,7 +159,6 @@ def paper_b_specs(dataset: str, arch: str = "simple_cnn", arch_kwargs: dict | No
 # %% ../../nbs/b1_smooth_kernels.ipynb #caff1f3c
 def paper_b_plan(datasets, base: dict, dataset_eps: dict, overrides: dict | None = None) -> tuple[dict, dict]:
     "`(configs, specs)` per known data set: `base` with its ε (`dataset_eps` by real name) and overrides; its V/T/A/L and R models."
-    from advnb.data import DATASETS
     configs = {ds: {**base, "eps": dataset_eps[DATASETS[ds].real_name], **(overrides or {}).get(ds, {})}
                for ds in datasets if ds in DATASETS}
     return configs, {ds: paper_b_specs(ds, variants="R", **c) for ds, c in configs.items()}
@@ -234,7 +235,6 @@ def perturbation_sizes(x_adv: torch.Tensor, x: torch.Tensor) -> dict[str, torch.
 
 def attack_record(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack, batch_size: int = 256, seed: int = 0) -> dict:
     "Per-example lists: `correct` on x, `fooled` (right on x, wrong on x'), and the l0/l2/linf sizes of δ."
-    from advnb.attacks import attack_batches, predict
     x_adv = attack_batches(attack, model, x, y, batch_size=batch_size, seed=seed)
     correct, adv_right = predict(model, x, batch_size) == y, predict(model, x_adv, batch_size) == y
     sizes = perturbation_sizes(x_adv, x)
@@ -271,7 +271,6 @@ def accuracy_curve_panel(ax, records: dict, norm: str, title: str | None = None,
 def cached_attack_records(spec: TrainSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, test_id: dict,
                           attack_settings: dict, cache_dir: Path | str | None = None, seed: int = 0) -> dict[str, dict]:
     "`attack_record` of each of Table 1's attacks (`foolbox_default_attacks(**attack_settings)`), cached per attack."
-    from advnb.zoo import cached_result
     code = (foolbox_default_attacks, attack_record, fgsm_search, pgd_search, deepfool, cw_l2, adef, salt_and_pepper, pgd, fgsm)
     return {name: cached_result(spec, "paper_b_eval", {"test": test_id, "n": len(x), "attack": name,
                                                        "settings": attack_settings, "seed": seed},
@@ -302,8 +301,7 @@ def kernel_spectrum(w: torch.Tensor, n: int = 16) -> torch.Tensor:
 def activation_maximisation(model: nn.Module, target: torch.Tensor | int, shape: tuple, steps: int = 10000,
                             lr: float = 0.001, n: int = 1, seed: int = 0, noise_std: float = 0.1) -> torch.Tensor:
     "Images in [0, 1] that maximise logit `target` (per image): signed gradient ascent from N(0.5, noise_std²) noise."
-    from advnb.attacks import _model_device
-    dev = _model_device(model)
+    dev = model_device(model)
     target = torch.as_tensor(target, device=dev).long().reshape(-1).expand(n) if torch.as_tensor(target).ndim == 0 \
         else torch.as_tensor(target, device=dev).long()
     g = torch_generator(seed)
@@ -332,7 +330,6 @@ def class_means(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Ten
 @torch.no_grad()
 def most_deceptive(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, num_classes: int, k: int = 5) -> torch.Tensor:
     "Per true class: the mean of the `k` misclassified x_adv with the highest wrong-class confidence (NaN if none)."
-    from advnb.attacks import predict
     p = predict(model, x_adv, logits=True).softmax(1)
     conf, pred = p.max(1)
     out = torch.full((num_classes, *x_adv.shape[1:]), float("nan"))

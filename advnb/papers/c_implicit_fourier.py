@@ -17,8 +17,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..attacks import eval_mode, pgd_minimal
-from ..train import TrainSpec
+from ..attacks import accuracy, eval_mode, pgd_minimal
+from ..train import NonFiniteLossError, TrainSpec, build_from_spec, train_data
+from .. import zoo
+from ..claims import all_hold, exceeds, mean_difference
+from ..core import get_device
+from ..models import end_to_end_weights
+from ..zoo import cached_result
 
 # %% auto #0
 __all__ = ['PAPER_C_MODELS', 'DEEP_MODELS', 'relu_states', 'segment_points', 'relu_changes', 'roughness', 'random_direction',
@@ -162,7 +167,6 @@ def angular_uniformity(energy: torch.Tensor) -> torch.Tensor:
 # %% ../../nbs/c1_implicit_fourier.ipynb #316160d2
 def class_predictor(model: nn.Module, c: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     "(β, norms of β̂) of a linear paper-C model in pixel space: one class `c` (C, H, W), or all classes (K, C, H, W)."
-    from advnb.models import end_to_end_weights
     beta = end_to_end_weights(model, pixel_space=True).detach()
     beta = beta if c is None else beta[c:c + 1]
     return (beta if c is None else beta[0]), spectrum_norms(beta)
@@ -208,16 +212,12 @@ def paper_c_spec(name: str, dataset: str, nonlinear: bool = False, alpha: float 
 
 def best_epoch(spec: TrainSpec, cache_dir=None) -> int:
     "The epoch (1-based) of highest test accuracy in `spec`'s training history (the first on ties)."
-    from advnb import zoo
     hist = zoo.history(spec, cache_dir)
     return max(hist, key=lambda r: (r["test_acc"], -r["epoch"]))["epoch"]
 
 
 def model_at(spec: TrainSpec, epoch: float, device=None, cache_dir=None) -> nn.Module:
     "`spec`'s model at fractional `epoch`: 0 = its initial weights, integers = epoch checkpoints, else step ones."
-    from advnb import zoo
-    from advnb.core import get_device
-    from advnb.train import build_from_spec, train_data
     if epoch == 0:
         return build_from_spec(spec).to(get_device(device)).eval()
     if float(epoch).is_integer():
@@ -244,7 +244,6 @@ def minimal_perturbations(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ep
 def perturbation_record(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
                         rel_step: float = 0.1, keep: int = 4, seed: int = 0) -> dict:
     "The attack's success and, over its successful perturbations, their norms, spectra and a few examples (JSON)."
-    from advnb.attacks import accuracy
     delta, ok = minimal_perturbations(model, x, y, eps, steps, rel_step, seed=seed)
     d = delta[ok]
     out = {"n": len(y), "accuracy": accuracy(model, x, y), "success": ok.tolist(), "n_success": int(ok.sum())}
@@ -264,7 +263,6 @@ def perturbation_record(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
 def cached_perturbation_record(spec: TrainSpec, model: nn.Module, x, y, key: dict, eps: float, steps: int,
                                rel_step: float = 0.1, seed: int = 0, label: str = "") -> dict:
     "`perturbation_record`, cached beside `spec`'s zoo model under `key` (what `x, y` are) and the attack."
-    from advnb.zoo import cached_result
     k = {**key, "label": label, "eps": eps, "steps": steps, "rel_step": rel_step, "seed": seed, "n": len(y)}
     return cached_result(spec, "paper_c_records", k, lambda: perturbation_record(model, x, y, eps, steps, rel_step, seed=seed),
                          code=(perturbation_record,))
@@ -321,8 +319,6 @@ def mean_spectrum_image(rec: dict) -> np.ndarray:
 # %% ../../nbs/c1_implicit_fourier.ipynb #cd51c571
 def paper_c_models(entries: dict, dataset: str, **spec_kwargs) -> dict:
     "{label: (spec, model at its best epoch, or None if training diverged)} for `entries` {label: (name, nonlinear, α)}."
-    from advnb import zoo
-    from advnb.train import NonFiniteLossError
     out = {}
     for label, (name, nonlinear, alpha) in entries.items():
         spec = paper_c_spec(name, dataset, nonlinear=nonlinear, alpha=alpha, **spec_kwargs)
@@ -353,7 +349,6 @@ def norms_row(rec: dict) -> dict:
 # %% ../../nbs/c1_implicit_fourier.ipynb #0e415172
 def alpha_raises_frequency(recs: dict, names, alphas) -> tuple[bool | None, str]:
     "(verdict, text): mean k_r of δ at max(α) − at min(α) > 2 SE for every model in `names` (records `'<name> α=<a>'`)."
-    from advnb.claims import all_hold, exceeds, mean_difference
     lo, hi = min(alphas), max(alphas)
     verdicts, parts = [], []
     for n in names:

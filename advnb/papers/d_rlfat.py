@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ..core import torch_generator
 from ..train import register_objective, trades_kl
+from ..attacks import eval_mode, pgd
 
 # %% auto #0
 __all__ = ['RBS_CUTS', 'RBS_SEED_OFFSET', 'SENSITIVITY_SHIFTS', 'block_sizes', 'block_permutation_index', 'rbs_indices',
@@ -97,7 +98,6 @@ def adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fra
                          eps: float = 0.03, alpha: float = 0.0075, steps: int = 10, seed: int = 0,
                          check: bool = True) -> torch.Tensor:
     "x'_PGD: L∞ PGD on the cross-entropy (`pgdat`) or on the TRADES KL (`trades`), random start (`check`: see `pgd`)."
-    from advnb.attacks import pgd
     if framework not in ("pgdat", "trades"):
         raise ValueError(f"framework must be 'pgdat' or 'trades', got {framework!r}")
     return pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, norm="linf", random_start=True,
@@ -177,7 +177,6 @@ def gamma_map(x: torch.Tensor, gamma: float) -> torch.Tensor:
 def input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Per-example ∇_x L(F; x, y) of the cross-entropy, the model in eval mode (mode restored); batches run on the model's
     device, the gradients come back on the CPU."""
-    from advnb.attacks import eval_mode
     p = next(iter(model.parameters()), None)
     dev = p.device if p is not None else torch.device("cpu")
     grads = []
@@ -218,7 +217,6 @@ def sensitivity_row(model: nn.Module, x: torch.Tensor, y: torch.Tensor, shifts: 
 def smoothgrad(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None, n_samples: int = 50,
                sigma: float = 0.15, seed: int = 0) -> torch.Tensor:
     "SmoothGrad: mean over `n_samples` noisy copies x + N(0, σ²) of ∇_x f_target (target: the predicted class)."
-    from advnb.attacks import eval_mode
     gen = torch_generator(seed)
     with eval_mode(model):
         if target is None:

@@ -15,6 +15,9 @@ import torch.nn as nn
 
 import advnb.papers.d_rlfat  # noqa: F401  (registers the objectives the specs name)
 from ..train import TrainSpec
+from ..attacks import Attack, evaluate, nattack, pgd
+from ..data import MissingDatasetError, load_dataset
+from ..zoo import cached_result
 
 # %% auto #0
 __all__ = ['PAPER_D_MODELS', 'PAPER_D_ABLATION', 'steps_to_epochs', 'paper_d_specs', 'dataset_config', 'paper_d_setup',
@@ -69,7 +72,6 @@ def paper_d_setup(dataset: str, settings: dict, overrides: dict | None = None) -
 
 def dataset_available(dataset: str) -> bool:
     "Whether `dataset` can be loaded here; when not, print which dataset is missing and why (its rows are skipped)."
-    from advnb.data import MissingDatasetError, load_dataset
     try:
         load_dataset(dataset, "test")
         return True
@@ -84,7 +86,6 @@ def defense_attacks(eps: float = 0.03, alpha: float = 0.0075, steps: int = 10, c
                     nattack_iters: int = 200, nattack_samples: int = 300, nattack_sigma: float = 0.1,
                     nattack_lr: float = 0.008) -> dict:
     "Table 1's three attacks as `Attack` values: PGD (CE), CW (PGD on the CW-κ margin), NAttack."
-    from advnb.attacks import Attack
     return {"PGD": Attack("pgd", eps=eps, alpha=alpha, steps=steps, loss="ce"),
             "CW": Attack("pgd", eps=eps, alpha=alpha, steps=steps, loss="cw", kappa=cw_kappa),
             "NAttack": Attack("nattack", eps=eps, sigma=nattack_sigma, lr=nattack_lr, samples=nattack_samples,
@@ -95,7 +96,6 @@ def evaluate_defense(model: nn.Module, x: torch.Tensor, y: torch.Tensor, nattack
                      batch_size: int = 256, seed: int = 0, **attack_settings) -> dict:
     """Table 1's row for one model: clean accuracy and accuracy under PGD, CW on all of `x`, and NAttack on its first
     `nattack_n` images, with the clean accuracy on those images ("clean (NAttack images)"); `advnb.attacks.evaluate`."""
-    from advnb.attacks import evaluate
     atk = defense_attacks(**attack_settings)
     nat = atk.pop("NAttack")
     ev = evaluate(model, x, y, atk, batch_size=batch_size, seed=seed)
@@ -109,8 +109,6 @@ def evaluate_defense(model: nn.Module, x: torch.Tensor, y: torch.Tensor, nattack
 def cached_evaluation(spec: TrainSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, test_id: dict,
                       cache_dir: Path | str | None = None, **attack_kwargs) -> dict:
     "`evaluate_defense` of the zoo model of `spec`, cached under `<cache>/paper_d_eval/` by spec, test set, settings and code."
-    from advnb.attacks import nattack, pgd
-    from advnb.zoo import cached_result
     return cached_result(spec, "paper_d_eval", {"test": test_id, "attack": attack_kwargs, "n": len(x)},
                          lambda: evaluate_defense(model, x, y, **attack_kwargs),
                          code=(evaluate_defense, defense_attacks, pgd, nattack),  # the attacks are named, not called, there

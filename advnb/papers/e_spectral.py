@@ -13,6 +13,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..train import Callback, TrainSpec, register_callback
+from ..attacks import Attack, attack_batches, evaluate, pgd, predict
+from ..data import dataset_info, load_dataset, take
+from ..zoo import cached_result
 
 # %% auto #0
 __all__ = ['AR_STRENGTHS', 'conv_transfer', 'conv_singular_values', 'layer_singular_values', 'singular_value_stats',
@@ -146,7 +149,6 @@ class SpectralNormalisation(Callback):
                     m.weight.mul_(self.sigma / largest[k])
 
     def after_epoch(self, ctx) -> None:
-        from advnb.data import dataset_info
         shape = self.input_shape or dataset_info(ctx.spec.dataset).shape
         p = next(ctx.model.parameters())
         self.apply(ctx.model, torch.zeros((1, *shape), device=p.device, dtype=p.dtype))
@@ -167,7 +169,6 @@ def target_probability(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def loss_variation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
                    batch_size: int = 256, seed: int = 0) -> torch.Tensor:
     "Per example: CE(x') − CE(x) with x' from L∞ PGD (random start) within eps."
-    from advnb.attacks import attack_batches, pgd, predict
     xa = attack_batches(lambda m, xb, yb, seed=0: pgd(m, xb, yb, eps=eps, alpha=alpha, steps=steps, seed=seed),
                         model, x, y, batch_size=batch_size, seed=seed)
     ce = lambda inp: F.cross_entropy(predict(model, inp, batch_size, logits=True), y.cpu(), reduction="none")
@@ -204,7 +205,6 @@ def paper_e_specs(dataset: str, strengths=AR_STRENGTHS, eps_unit: float = 1 / 25
 # %% ../../nbs/e1_spectral.ipynb #32b8df16
 def paper_e_data(dataset: str, n_per_class: int | None = None, n_test: int = 10000, seed: int = 0):
     "(train_xy, test_xy): every training image the models were trained on, and `n_test` seeded test images."
-    from advnb.data import load_dataset, take
     train_ds = load_dataset(dataset, "train", n_per_class=n_per_class, seed=seed)
     return take(train_ds, len(train_ds)), take(load_dataset(dataset, "test"), n_test, seed=seed)
 
@@ -218,7 +218,6 @@ def paper_e_label(dataset: str, arch: str, arch_kwargs: dict, scale: str) -> str
 def generalisation_record(model: nn.Module, train_xy, test_xy, eps: float, alpha: float, steps: int,
                           batch_size: int = 256, seed: int = 0) -> dict:
     "Train/test loss and error and their gaps, PGD robust accuracy on clean-correct test examples, per-example margins."
-    from advnb.attacks import Attack, evaluate, predict
     out = {}
     for split, (x, y) in (("train", train_xy), ("test", test_xy)):
         z = predict(model, x, batch_size, logits=True)
@@ -237,8 +236,6 @@ def generalisation_record(model: nn.Module, train_xy, test_xy, eps: float, alpha
 def cached_generalisation_record(spec: TrainSpec, model: nn.Module, train_xy, test_xy, test_id: dict, eps: float,
                                  alpha: float, steps: int, seed: int = 0) -> dict:
     "`generalisation_record` of the zoo model of `spec`, cached under `<cache>/paper_e_records/`."
-    from advnb.attacks import evaluate, pgd, predict
-    from advnb.zoo import cached_result
     key = {"test": test_id, "n_train": len(train_xy[1]), "n_test": len(test_xy[1]), "eps": eps, "alpha": alpha,
            "steps": steps, "seed": seed}
     return cached_result(spec, "paper_e_records", key,
