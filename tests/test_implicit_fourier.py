@@ -186,6 +186,11 @@ def test_alpha_and_nearer_comparisons():
     near = {"lc": rec([2.0, 2.0]), "fc": rec([2.5, 2.5]), "fw": rec([1.0, 1.0])}
     assert C.nearer(near, "lc", "fc", "fw")[0] is True and C.nearer(near, "lc", "fw", "fc")[0] is False
     assert C.nearer(near, "lc", "fc", "missing")[0] is None
+    noisy = {"lc": rec([1.0, 3.0]), "fc": rec([1.5, 3.5]), "fw": rec([0.5, 2.5])}  # D = 0 within a wide noise band
+    verdict, text = C.nearer(noisy, "lc", "fc", "fw")
+    assert verdict is None and "D = 0.000 ± 2.449" in text  # SE² = (1 − (−1))²·1 + 1 + 1: the subject counts twice
+    apart = {"lc": rec([2.0, 2.2]), "fc": rec([2.4, 2.6]), "fw": rec([0.9, 1.1])}
+    assert C.nearer(apart, "lc", "fc", "fw")[0] is True and C.nearer(apart, "lc", "fw", "fc")[0] is False
 
 
 def test_display_helpers_centre_the_spectrum_and_draw_what_there_is():

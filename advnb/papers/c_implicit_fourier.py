@@ -364,10 +364,14 @@ def alpha_raises_frequency(recs: dict, names, alphas) -> tuple[bool | None, str]
 
 
 def nearer(recs: dict, subject: str, like: str, unlike: str) -> tuple[bool | None, str]:
-    "(verdict, text): whether `subject`'s mean k_r of δ is nearer `like`'s than `unlike`'s (None if one is missing)."
-    r = {k: float(np.mean(recs[k]["mean_radius"])) for k in (subject, like, unlike)
-         if k in recs and recs[k]["n_success"]}
-    if len(r) < 3:
-        return None, f"not measurable: records with successful attacks only for {sorted(r)}"
-    text = ", ".join(f"{k} {v:.3f}" for k, v in r.items())
-    return abs(r[subject] - r[like]) < abs(r[subject] - r[unlike]), f"mean k_r of δ: {text}"
+    "(verdict, text): `subject`'s mean k_r of δ nearer `like`'s than `unlike`'s, D = |s − unlike| − |s − like| against 2 SE."
+    k_r = {k: np.asarray(recs[k]["mean_radius"], dtype=float) for k in (subject, like, unlike)
+           if k in recs and recs[k]["n_success"] > 1}
+    if len(k_r) < 3:
+        return None, f"not measurable: records with two or more successful attacks only for {sorted(k_r)}"
+    m, var = {k: v.mean() for k, v in k_r.items()}, {k: v.var(ddof=1) / len(v) for k, v in k_r.items()}
+    s_like, s_unlike = np.sign(m[subject] - m[like]), np.sign(m[subject] - m[unlike])
+    d = abs(m[subject] - m[unlike]) - abs(m[subject] - m[like])
+    se = float(np.sqrt((s_unlike - s_like) ** 2 * var[subject] + var[like] + var[unlike]))
+    text = ", ".join(f"{k} {m[k]:.3f}" for k in (subject, like, unlike))
+    return exceeds(float(d), se), f"mean k_r of δ: {text}; D = {d:.3f} ± {se:.3f}"
