@@ -19,9 +19,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .. import core, zoo
+from .. import core, data, zoo
 from ..data import DATASETS, SYNTHETIC_DEFAULT_PER_CLASS, dataset_generator, dataset_info
 from ..train import OBJECTIVES, TrainSpec, build_from_spec, eval_attack_of, get_objective
+from .project import (expand_grid, find_project, list_notebooks, load_param_sets, select_notebooks,
+                                    validate_param_sets)
 
 # %% auto #0
 __all__ = ['MODELS_TAG', 'PlanError', 'notebook_specs', 'split_size', 'passes_per_image', 'spec_cost', 'seconds_per_pass', 'plan',
@@ -53,7 +55,6 @@ def _no_work(where: str):
             raise PlanError(f"{where} {what}: a cell tagged '{MODELS_TAG}' only builds TrainSpecs; move that call to "
                             "a cell below it")
         return f
-    from advnb import data
     patches = [(zoo, "get", refuse("trains or loads a zoo model (zoo.get)")),
                (zoo, "load_epoch", refuse("loads a checkpoint")), (zoo, "load_checkpoint", refuse("loads a checkpoint")),
                (data, "load_dataset", refuse("loads data (load_dataset)")), (core, "start_run", lambda *a, **k: None)]
@@ -150,13 +151,12 @@ def seconds_per_pass(spec: TrainSpec, device=None, repeats: int = 2, cpu_batch: 
 def plan(scale: str, names: list[str] | None = None, project: Path | None = None, seeds: list[int] | None = None,
          device=None, timing: bool = True, cache_dir=None) -> pd.DataFrame:
     "The cost table of running `names` (default: every notebook) at `scale`; trains nothing."
-    from advnb.workflow.runner import _select, expand_grid, find_project, list_notebooks, load_param_sets, validate_param_sets
     project = Path(project) if project else find_project()
     notebooks = list_notebooks(project)
     param_sets = load_param_sets(project, scale)
     validate_param_sets(param_sets, notebooks, scale)
     rows, seen, speed = [], set(), {}
-    for nb in _select(notebooks, names or []):
+    for nb in select_notebooks(notebooks, names or []):
         for params, varied in expand_grid(param_sets.get(nb.stem, {}), seeds):
             for spec in notebook_specs(nb, params, scale):
                 row = {"notebook": nb.stem + (f"@{core.variant_name(varied)}" if varied else ""), **spec_cost(spec, cache_dir)}

@@ -9,11 +9,9 @@ Parameter files are checked against each notebook's parameters cell before anyth
 from __future__ import annotations
 
 import argparse
-import ast
 import concurrent.futures as cf
 import contextlib
 import datetime as _dt
-import itertools
 import glob
 import html
 import json
@@ -24,150 +22,20 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 import advnb
 from ..core import (SCALES, SettingsError, atomic_write_json, atomic_write_text, content_hash, find_settings_file, get_device,
                         get_settings, variant_name)
+from .plan import PlanError, plan, plan_markdown
+from .project import (RunnerError, expand_grid, find_project, is_report, last_state, list_notebooks,
+                                    load_param_sets, notebook_parameters, parse_overrides, select_notebooks, state_path,
+                                    validate_param_sets)
+from .site import build_site, install_mathjax, notebook_html
 from ..zoo import rekey, zoo_dir
 
 # %% auto #0
-__all__ = ['EXECUTORS', 'SLURM_OPTIONS', 'RunnerError', 'find_project', 'list_notebooks', 'notebook_parameters',
-           'load_param_sets', 'validate_param_sets', 'package_fingerprint', 'notebook_fingerprint', 'last_state',
-           'render_html', 'NotebookInterrupted', 'run_notebook', 'build_index', 'report_fingerprint', 'parse_overrides',
-           'expand_grid', 'slurm_options', 'submitit_parameters', 'submit_jobs', 'run', 'list_status', 'rekey_command',
-           'main']
-
-# %% ../../nbs/07_runner.ipynb #1afcb9bd
-class RunnerError(Exception):
-    "A problem with the run's inputs (parameters, notebook names); the message says what and how to fix it."
-
-
-def find_project(start: Path | None = None) -> Path:
-    "The folder with `nbs/` and `params/`: the working directory or one above it, else beside the package."
-    start = Path.cwd() if start is None else Path(start)
-    for d in [start.resolve(), *start.resolve().parents, Path(advnb.__file__).resolve().parent.parent]:
-        if (d / "nbs").is_dir() and (d / "params").is_dir():
-            return d
-    raise RunnerError(f"no advnb project (a folder with nbs/ and params/) at or above {start}; "
-                      "run from the repository or pass --project")
-
-# %% ../../nbs/07_runner.ipynb #5a70048f
-def _is_report(nb: Path) -> bool:
-    "Report notebooks (`99_*`) summarise the whole scale: they run last (see `report_fingerprint`)."
-    return nb.stem.startswith("99")
-
-
-def list_notebooks(project: Path) -> list[Path]:
-    "Notebooks in `nbs/` in run order: by name, with the `99_*` report notebooks last (`_*` and `.*` are skipped)."
-    nbs = [p for p in (Path(project) / "nbs").glob("*.ipynb") if not p.name.startswith(("_", "."))]
-    return sorted(nbs, key=lambda p: (_is_report(p), p.stem))
-
-# %% ../../nbs/07_runner.ipynb #4af36f95
-def notebook_parameters(path: Path) -> dict:
-    "The defaults in the notebook's `parameters` cell, as Python values ({} when it has none)."
-    nb = json.loads(Path(path).read_text())
-    for cell in nb["cells"]:
-        if cell["cell_type"] == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-            out = {}
-            for node in ast.parse(src).body:
-                if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
-                    raise RunnerError(f"{Path(path).name}: the parameters cell may hold only `name = literal` lines; "
-                                      f"found {ast.unparse(node)!r}")
-                try:
-                    out[node.targets[0].id] = ast.literal_eval(node.value)
-                except ValueError:
-                    raise RunnerError(f"{Path(path).name}: parameter {node.targets[0].id} = {ast.unparse(node.value)} "
-                                      "is not a literal; compute it in a later cell") from None
-            return out
-    return {}
-
-# %% ../../nbs/07_runner.ipynb #28df3bd2
-class _UniqueKeyLoader(yaml.SafeLoader):
-    "A YAML loader for which a key given twice in one mapping is an error (PyYAML keeps the last silently)."
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` then overriding a key is fine
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def load_param_sets(project: Path, scale: str) -> dict[str, dict]:
-    "The overrides of `params/<scale>.yaml` (notebook stem → {name: value}); smoke may be empty."
-    if scale not in SCALES:
-        raise RunnerError(f"unknown scale {scale!r}; use one of {', '.join(SCALES)}")
-    path = Path(project) / "params" / f"{scale}.yaml"
-    if not path.exists():
-        raise RunnerError(f"{path} does not exist; create it (it may be empty for notebook defaults)")
-    try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
-    except yaml.YAMLError as e:
-        raise RunnerError(f"{path} is not valid YAML: {e}") from None
-    if not isinstance(data, dict) or not all(isinstance(v, dict) or v is None for v in data.values()):
-        raise RunnerError(f"{path} must map notebook names to {{parameter: value}} mappings")
-    return {str(k): dict(v or {}) for k, v in data.items() if not str(k).startswith(".")}
-
-# %% ../../nbs/07_runner.ipynb #ea49ff13
-def _type_ok(default, value) -> bool:
-    if default is None:
-        return True
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, (list, tuple))
-    return isinstance(value, type(default))
-
-# %% ../../nbs/07_runner.ipynb #73156e07
-def _grid_errors(where: str, grid, defaults: dict) -> list[str]:
-    "What is wrong with a `grid:` entry: it maps parameters of the notebook to non-empty lists of well-typed values."
-    if not isinstance(grid, dict):
-        return [f"{where}: grid must map parameter names to lists of values, e.g. grid: {{seed: [0, 1, 2]}}"]
-    errors = []
-    for key, values in grid.items():
-        if key in ("scale", "grid") or key not in defaults:
-            errors.append(f"{where}: grid: {key!r} is not a parameter of the notebook (its parameters are: "
-                          f"{', '.join(sorted(k for k in defaults if k != 'scale')) or 'none'})")
-        elif not isinstance(values, list) or not values:
-            errors.append(f"{where}: grid: {key} must be a non-empty list of values, got {values!r}")
-        else:
-            errors += [f"{where}: grid: {key}={v!r} is a {type(v).__name__}, but the notebook's default "
-                       f"{defaults[key]!r} is a {type(defaults[key]).__name__}" for v in values if not _type_ok(defaults[key], v)]
-    return errors
-
-
-def validate_param_sets(param_sets: dict[str, dict], notebooks: list[Path], scale: str) -> None:
-    "Raise `RunnerError` listing every unknown notebook, unknown key and mistyped value in `param_sets`."
-    by_stem = {p.stem: p for p in notebooks}
-    errors = []
-    for stem, overrides in param_sets.items():
-        if stem not in by_stem:
-            errors.append(f"params/{scale}.yaml: no notebook {stem!r} in nbs/ (have: {', '.join(sorted(by_stem))})")
-            continue
-        defaults = notebook_parameters(by_stem[stem])
-        for key, value in overrides.items():
-            if key == "grid":
-                errors += _grid_errors(f"params/{scale}.yaml: {stem}", value, defaults)
-            elif key == "scale":
-                errors.append(f"params/{scale}.yaml: {stem}: 'scale' is set by --scale, remove it")
-            elif key not in defaults:
-                errors.append(f"params/{scale}.yaml: {stem}: unknown parameter {key!r} "
-                              f"(the notebook's parameters are: {', '.join(sorted(defaults)) or 'none'})")
-            elif not _type_ok(defaults[key], value):
-                errors.append(f"params/{scale}.yaml: {stem}: {key}={value!r} is a {type(value).__name__}, "
-                              f"but the notebook's default {defaults[key]!r} is a {type(defaults[key]).__name__}")
-    if errors:
-        raise RunnerError("invalid parameters, nothing was run:\n  " + "\n  ".join(errors))
+__all__ = ['EXECUTORS', 'SLURM_OPTIONS', 'package_fingerprint', 'notebook_fingerprint', 'render_html', 'NotebookInterrupted',
+           'run_notebook', 'build_index', 'report_fingerprint', 'slurm_options', 'submitit_parameters', 'submit_jobs',
+           'run', 'list_status', 'rekey_command', 'main']
 
 # %% ../../nbs/07_runner.ipynb #a72169de
 def package_fingerprint() -> str:
@@ -181,24 +49,9 @@ def notebook_fingerprint(path: Path, params: dict, scale: str) -> str:
     return content_hash({"nb": content_hash(Path(path).read_bytes()), "params": params, "scale": scale,
                          "package": package_fingerprint()})
 
-# %% ../../nbs/07_runner.ipynb #8c7fdcb6
-def _state_path(reports: Path, stem: str) -> Path:
-    return reports / ".state" / f"{stem}.json"
-
-
-def last_state(reports: Path, stem: str) -> dict | None:
-    "The state record of `stem`'s last run; None when there is none or it is unreadable (the notebook then runs again)."
-    p = _state_path(reports, stem)
-    try:
-        state = json.loads(p.read_text()) if p.exists() else None
-    except ValueError:
-        return None
-    return state if isinstance(state, dict) else None
-
 # %% ../../nbs/07_runner.ipynb #cc93f551
 def render_html(ipynb: Path, out: Path) -> Path:
     "Render an executed notebook to standalone HTML (images inline, equations by the MathJax copied beside it: offline)."
-    from advnb.workflow.site import install_mathjax, notebook_html
     install_mathjax(Path(out).parent)
     return atomic_write_text(out, notebook_html(ipynb))
 
@@ -285,7 +138,6 @@ def _esc(v) -> str:
 # %% ../../nbs/07_runner.ipynb #8fa76b68
 def build_index(reports_root: Path, scale: str, notebooks: list[Path] | None = None) -> Path:
     "Write the site of `reports_root/<scale>/` (`advnb.workflow.site.build_site`: index, paper pages, claims) and return the index's path."
-    from advnb.workflow.site import build_site
     reports = Path(reports_root) / scale
     stems = [p.stem for p in notebooks] if notebooks else sorted(p.stem for p in reports.glob("*.ipynb") if "@" not in p.stem)
     stems = [v for s in stems for v in [s, *sorted(p.stem for p in reports.glob(f"{glob.escape(s)}@*.ipynb"))]]  # variants
@@ -295,43 +147,10 @@ def build_index(reports_root: Path, scale: str, notebooks: list[Path] | None = N
 def report_fingerprint(nb: Path, params: dict, scale: str, reports: Path, notebooks: list[Path]) -> str:
     "A report's fingerprint also covers what it reads: the claims ledger and the last state of every other notebook."
     ledger = reports / "claims.jsonl"
-    others = {o.stem: last_state(reports, o.stem) for o in notebooks if not _is_report(o)}
+    others = {o.stem: last_state(reports, o.stem) for o in notebooks if not is_report(o)}
     return content_hash({"own": notebook_fingerprint(nb, params, scale),
                          "ledger": content_hash(ledger.read_bytes()) if ledger.exists() else None,
                          "others": {k: (v or {}).get("started") for k, v in others.items()}})
-
-
-def _select(notebooks: list[Path], names: list[str]) -> list[Path]:
-    if not names:
-        return notebooks
-    by = {p.stem: p for p in notebooks} | {p.name: p for p in notebooks}
-    missing = [n for n in names if n not in by and Path(n).stem not in by]
-    if missing:
-        raise RunnerError(f"no notebook {', '.join(missing)} in nbs/ (have: {', '.join(p.stem for p in notebooks)})")
-    return [by.get(n) or by[Path(n).stem] for n in names]
-
-# %% ../../nbs/07_runner.ipynb #55970ad5
-def parse_overrides(items: list[str]) -> dict:
-    "`['epochs=40', 'alphas=[0.1, 1]']` → `{'epochs': 40, 'alphas': [0.1, 1]}` (values read as YAML)."
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise RunnerError(f"--set {item!r}: write NAME=VALUE, e.g. --set epochs=40")
-        try:
-            out[name.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as e:
-            raise RunnerError(f"--set {item!r}: the value is not valid YAML ({e})") from None
-    return out
-
-
-# %% ../../nbs/07_runner.ipynb #8e50db2d
-def expand_grid(params: dict, seeds: list[int] | None = None) -> list[tuple[dict, dict]]:
-    """`params` with its `grid` (name → list of values) and `seeds` expanded: one `(parameters, varied)` per combination,
-    where `varied` holds the values that name the render. Without a grid or seeds: `[(params, {})]`."""
-    grid = {**(params.get("grid") or {}), **({"seed": list(seeds)} if seeds else {})}
-    base, names = {k: v for k, v in params.items() if k != "grid"}, sorted(grid)
-    return [({**base, **dict(zip(names, combo))}, dict(zip(names, combo))) for combo in itertools.product(*(grid[n] for n in names))]
 
 # %% ../../nbs/07_runner.ipynb #8d9d3d2e
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -420,7 +239,7 @@ def _job_state(job, stem: str, reports: Path) -> dict:
         atomic_write_text(reports / f"{stem}.log", "".join(f"# job {job.job_id} {n}\n{p.read_text(errors='replace')}\n"
                                                           for n, p in logs))
         state["log"] = f"{stem}.log"
-    atomic_write_json(_state_path(reports, stem), state)
+    atomic_write_json(state_path(reports, stem), state)
     return state
 
 # %% ../../nbs/07_runner.ipynb #8e997b08
@@ -428,7 +247,7 @@ def _run_one(args):
     "Run one notebook, its state file saying `running` until it ends (so a killed run is never taken for ok)."
     path, scale, params, reports_root, fingerprint, *rest = args
     variant = rest[0] if rest else ""
-    state_file = _state_path(Path(reports_root) / scale, Path(path).stem + (f"@{variant}" if variant else ""))
+    state_file = state_path(Path(reports_root) / scale, Path(path).stem + (f"@{variant}" if variant else ""))
     atomic_write_json(state_file, {"notebook": Path(path).name, "scale": scale, "params": params, "status": "running",
                                    "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
     try:
@@ -460,10 +279,10 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
     notebooks = list_notebooks(project)
     param_sets = load_param_sets(project, scale)
     validate_param_sets(param_sets, notebooks, scale)
-    selected = _select(notebooks, names or [])
+    selected = select_notebooks(notebooks, names or [])
     variant = variant_name(overrides) if overrides else ""
     if overrides:
-        selected = [nb for nb in selected if not _is_report(nb)]
+        selected = [nb for nb in selected if not is_report(nb)]
         if not names:
             raise RunnerError("--set changes parameters of the notebooks you name: add them (advnb list shows each "
                               "notebook's parameters)")
@@ -490,7 +309,7 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
 
     todo = []
     for nb in selected:
-        if not _is_report(nb):
+        if not is_report(nb):
             for params, varied in expand_grid({**param_sets.get(nb.stem, {}), **(overrides or {})}, seeds):
                 name = variant_name({**(overrides or {}), **varied}) if varied else variant
                 fp = notebook_fingerprint(nb, params, scale)
@@ -522,7 +341,7 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
             for item in todo:
                 report(_run_one(item))
         for nb in notebooks:  # the reports, after every other notebook (also with --jobs > 1), whether selected or not
-            if _is_report(nb):
+            if is_report(nb):
                 params = param_sets.get(nb.stem, {})
                 fp = report_fingerprint(nb, params, scale, reports, notebooks)
                 if due(nb, fp):
@@ -625,7 +444,6 @@ def main(argv: list[str] | None = None) -> int:
             list_status(a.project, a.reports_dir)
             return 0
         if a.cmd == "plan":
-            from advnb.workflow.plan import PlanError, plan, plan_markdown
             scale = a.scale or get_settings().scale
             try:
                 table = plan(scale, a.notebooks, a.project, a.seeds, a.device, timing=not a.no_timing)

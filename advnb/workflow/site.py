@@ -22,7 +22,9 @@ import jinja2
 from markupsafe import Markup, escape
 
 import advnb
+from ..claims import load_claims, verdict
 from ..core import SCALES, atomic_write_text
+from .project import last_state
 
 # %% auto #0
 __all__ = ['MATHJAX_URL', 'DATASET_KEYS', 'MODEL_KEYS', 'PAPERS', 'VERDICTS', 'mathjax_source', 'install_mathjax',
@@ -203,7 +205,6 @@ def claim_rows(reports_root: Path) -> list[dict]:
     """One row per claim (variants right after their base claim) with the claim's text and, per scale that recorded
     it, `{scale: {'verdict', 'paper_value', 'our_value', 'criterion', ...}}`. An id that ends in its data set
     (`D.T1.rlfat_p_clean.fashionmnist`) is the same claim at every scale, whatever data set each scale used."""
-    from advnb.claims import load_claims, verdict
     rows: dict[str, dict] = {}
     for s in scales_run(reports_root):
         for c in load_claims(s, reports_root).to_dict("records"):
@@ -422,7 +423,6 @@ def _counts(verdicts) -> dict:
 
 
 def _notebook_rows(reports: Path, stems: list[str]) -> list[dict]:
-    from advnb.workflow.runner import last_state
     out = []
     for stem in stems:
         st = last_state(reports, stem) or {}
