@@ -53,7 +53,7 @@ def _discard_unsound(spec: TrainSpec, d: Path) -> None:
             print(f"zoo: resume state unusable ({e}); training {spec.name} from scratch")
             discard_from(d, 1, 0)
 
-# %% ../nbs/06_zoo.ipynb #e6f78eea
+# %% ../nbs/06_zoo.ipynb #15aab6e8
 def get(spec: TrainSpec, device=None, cache_dir: Path | str | None = None, train_if_missing: bool = True,
         show_progress: bool = True, verify: bool = False) -> nn.Module:
     """The trained model of `spec`, in eval mode on `device`; trained (and cached) first when absent or unsound.
@@ -108,7 +108,7 @@ def _get_locked(spec, d, device, train_if_missing, show_progress, verify=False):
                                         "history": history})
     return model.eval()
 
-
+# %% ../nbs/06_zoo.ipynb #e4c207bc
 def history(spec: TrainSpec, cache_dir=None) -> list[dict]:
     "Per-epoch training history of a trained `spec` (train/test loss and accuracy, lr, seconds, …)."
     d = spec_dir(spec, cache_dir)
@@ -126,7 +126,7 @@ def checkpoint_steps(spec: TrainSpec, cache_dir=None) -> list[int]:
     "Optimiser steps of `spec` with an in-epoch checkpoint (0 = the initial weights); empty without `checkpoint_every`."
     return completed_steps(spec_dir(spec, cache_dir))
 
-
+# %% ../nbs/06_zoo.ipynb #6ede5986
 def load_checkpoint(spec: TrainSpec, *, epoch: int | None = None, step: int | None = None, device=None,
                     cache_dir=None) -> nn.Module:
     "The model of `spec` after `epoch` (1-based) or after optimiser `step` (0: initial weights), in eval mode."
