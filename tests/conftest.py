@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def replace_everywhere(monkeypatch, old, new):
+    "Put `new` wherever an advnb module holds `old` (its own module, and every module that imported it)."
+    holders = [m for name, m in list(sys.modules.items()) if name.startswith("advnb") and m is not None
+               and any(v is old for v in vars(m).values())]
+    assert holders
+    for m in holders:
+        for k, v in list(vars(m).items()):
+            if v is old:
+                monkeypatch.setattr(m, k, new)
 
 
 @pytest.fixture

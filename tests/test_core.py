@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from advnb import core
+from conftest import replace_everywhere
 from advnb.core import Settings, SettingsError, load_settings
 
 
@@ -203,17 +204,6 @@ def _module_from_source(monkeypatch, tmp_path, name: str, source: str, namespace
     return mod
 
 
-def _replace_everywhere(monkeypatch, old, new):
-    "Put `new` wherever an advnb module holds `old` (its own module, and every module that imported it)."
-    holders = [m for name, m in list(sys.modules.items()) if name.startswith("advnb") and m is not None
-               and any(v is old for v in vars(m).values())]
-    assert holders
-    for m in holders:
-        for k, v in list(vars(m).items()):
-            if v is old:
-                monkeypatch.setattr(m, k, new)
-
-
 def test_spec_key_ignores_docstrings_comments_layout_and_module(tmp_path, monkeypatch):
     from advnb import attacks
     from advnb.train import TrainSpec
@@ -226,11 +216,11 @@ def test_spec_key_ignores_docstrings_comments_layout_and_module(tmp_path, monkey
               '         if isinstance(model, nn.Module) else None)\n'
               "    return p.device if p is not None else torch.device('cpu')\n")
     moved = _module_from_source(monkeypatch, tmp_path, "advnb_keytest_moved", tidied, vars(attacks))
-    _replace_everywhere(monkeypatch, attacks.model_device, moved.model_device)  # reworded, reformatted, moved
+    replace_everywhere(monkeypatch, attacks.model_device, moved.model_device)  # reworded, reformatted, moved
     assert spec.key == before
     changed = tidied.replace("torch.device('cpu')", "torch.device('meta')")  # one line that behaves differently
     other = _module_from_source(monkeypatch, tmp_path, "advnb_keytest_changed", changed, vars(attacks))
-    _replace_everywhere(monkeypatch, attacks.model_device, other.model_device)
+    replace_everywhere(monkeypatch, attacks.model_device, other.model_device)
     assert spec.key != before  # so the helper is part of this key, and the check above could fail
 
 
@@ -242,12 +232,12 @@ def test_spec_key_changes_with_a_line_of_pgd(tmp_path, monkeypatch):
     before, source = spec.key, inspect.getsource(attacks.pgd)
     same = _module_from_source(monkeypatch, tmp_path, "advnb_keytest_pgd_same", source, vars(attacks))
     original = attacks.pgd
-    _replace_everywhere(monkeypatch, original, same.pgd)
+    replace_everywhere(monkeypatch, original, same.pgd)
     assert spec.key == before  # the same pgd, defined in another module
     edited = source.replace("random_start: bool = True", "random_start: bool = False")
     assert edited != source
     changed = _module_from_source(monkeypatch, tmp_path, "advnb_keytest_pgd_changed", edited, vars(attacks))
-    _replace_everywhere(monkeypatch, same.pgd, changed.pgd)
+    replace_everywhere(monkeypatch, same.pgd, changed.pgd)
     assert spec.key != before
 
 

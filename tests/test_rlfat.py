@@ -14,6 +14,7 @@ from advnb.papers import d_rlfat as R
 from advnb.attacks import pgd
 from advnb.core import torch_generator
 from advnb.train import get_objective, pgd_at_objective
+from conftest import replace_everywhere
 
 
 # ---------------------------------------------------------------- RBS
@@ -478,7 +479,6 @@ def test_cached_evaluation_key_follows_the_evaluation_code(tmp_path, monkeypatch
 
     def edited_pgd(model, x, y, **kw):  # "editing pgd": the same behaviour, another source
         return original(model, x, y, **kw)
-    monkeypatch.setattr(A, "pgd", edited_pgd)
-    monkeypatch.setattr(P, "pgd", edited_pgd)  # where the evaluation finds it (d_setup imports it at its top)
+    replace_everywhere(monkeypatch, original, edited_pgd)  # in advnb.attacks and wherever it was imported
     P.cached_evaluation(spec, m, x, y, {"t": 1}, cache_dir=tmp_path, **kw)
     assert len(list((tmp_path / "paper_d_eval").iterdir())) == 2  # edited attack code: a new row, not the old one

@@ -7,6 +7,7 @@ from advnb import checkpoints as C
 from advnb import train as T
 from advnb.checkpoints import CorruptCheckpointError
 from advnb.train import NonFiniteLossError, TrainSpec
+from conftest import replace_everywhere
 
 TINY = dict(arch="simple_cnn", dataset="synthetic-mnist", n_per_class=6, eval_n_per_class=3, batch_size=16,
             lr=0.05, epochs=3, milestones=(2,), seed=7)
@@ -283,7 +284,7 @@ def test_key_changes_with_the_objective_and_what_it_calls(monkeypatch):
         T.OBJECTIVES.pop("test_probe", None)
     adv = TrainSpec(**{**TINY, "objective": "pgd_at"})
     k1 = adv.key
-    monkeypatch.setattr(T, "pgd", _helper_b)                    # PGD-AT runs pgd: editing pgd retrains
+    replace_everywhere(monkeypatch, A.pgd, _helper_b)         # PGD-AT runs pgd: editing pgd retrains
     assert adv.key != k1
 
 
