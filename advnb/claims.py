@@ -19,11 +19,24 @@ from typing import Any
 from filelock import FileLock
 
 from .core import SCALES, atomic_write_text, current_run, get_settings
+from .registry import Registry
 
 # %% auto #0
-__all__ = ['RULE', 'ROUNDING', 'Claim', 'record', 'load_claims', 'verdict', 'claims_table', 'accuracy_difference_se',
-           'paired_difference', 'mean_difference', 'exceeds', 'bootstrap_se', 'bootstrap_se_groups', 'compare',
-           'criterion_text', 'all_hold', 'split_variant', 'combined_verdict', 'across_seeds']
+__all__ = ['PAPERS', 'RULE', 'ROUNDING', 'register_paper', 'Claim', 'record', 'load_claims', 'verdict', 'claims_table',
+           'accuracy_difference_se', 'paired_difference', 'mean_difference', 'exceeds', 'bootstrap_se',
+           'bootstrap_se_groups', 'compare', 'criterion_text', 'all_hold', 'split_variant', 'combined_verdict',
+           'across_seeds']
+
+# %% ../nbs/04_claims.ipynb #ea7b8348
+PAPERS = Registry("paper", "register_paper")  # letter -> title
+
+
+def register_paper(letter: str, title: str) -> str:
+    "Declare paper `letter` (the `paper` of its claims, its notebooks' first letter) and its `title`; returns the letter."
+    if not (isinstance(letter, str) and len(letter) == 1 and "A" <= letter <= "Z"):
+        raise ValueError(f"a paper's letter is one capital letter A-Z (its notebooks' first letter), got {letter!r}")
+    PAPERS.register(letter)(str(title))
+    return letter
 
 # %% ../nbs/04_claims.ipynb #dec3ed59
 @dataclass

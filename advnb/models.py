@@ -1,6 +1,7 @@
-"""Every network the papers train (ResNet-18, pre-activation ResNets, Wide ResNets, VGG-19, paper B's small
-CNN, paper C's linear and nonlinear shallow models, paper E's Fixup ResNets and Tiny-ImageNet WRN-50-2), built by
-`build_model(arch, ...)`. Each takes images in [0, 1], normalises them in its first layer (so attacks work
+"""The standard networks the papers share (ResNet-18, pre-activation ResNets, Wide ResNets, VGG-19, paper B's
+small CNN) and the registry through which a paper adds its own (paper C's shallow models live in its module,
+`advnb.papers.c_implicit_fourier`, paper E's Fixup ResNets and WRN-50-2 in `advnb.papers.e_spectral`); every one is
+built by `build_model(arch, ...)`. Each takes images in [0, 1], normalises them in its first layer (so attacks work
 in pixel space), has width and depth knobs, works at 1×28×28, 3×32×32 and 3×96×96, and exposes named
 intermediate layers through `extract_features`."""
 
@@ -9,9 +10,7 @@ intermediate layers through `extract_features`."""
 # %% ../nbs/02_models.ipynb #9a559b9a
 from __future__ import annotations
 
-import copy
 import inspect
-import math
 from collections import OrderedDict
 from typing import Iterable, Sequence
 
@@ -24,12 +23,10 @@ from .registry import Registry
 
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'register_architecture', 'Normalize', 'FeatureMixin', 'feature_layers', 'extract_features',
-           'scale_init', 'BasicBlock', 'ResNet18', 'resnet18', 'PreActBlock', 'PreActResNet', 'preact_resnet',
-           'preact_resnet20', 'preact_resnet56', 'preact_resnet110', 'WideBlock', 'WideResNet', 'wrn', 'wrn34_10',
-           'wrn40_2', 'VGG', 'vgg19', 'SimpleCNN', 'simple_cnn', 'CircularConv2d', 'LocallyConnected2d', 'ShallowNet',
-           'ResidualBlock', 'fully_connected', 'full_width_conv', 'bounded_conv', 'locally_connected', 'shallow_resnet',
-           'end_to_end_weights', 'FixupBlock', 'FixupResNet', 'fixup_resnet', 'fixup_resnet56', 'fixup_resnet110',
-           'WRN50_2', 'wrn50_2', 'arch_knobs', 'build_model', 'count_parameters']
+           'check_in_shape', 'make_normalize', 'positive_int', 'blocks_per_stage', 'scale_init', 'BasicBlock',
+           'ResNet18', 'resnet18', 'PreActBlock', 'PreActResNet', 'preact_resnet', 'preact_resnet20', 'preact_resnet56',
+           'preact_resnet110', 'WideBlock', 'WideResNet', 'wrn', 'wrn34_10', 'wrn40_2', 'VGG', 'vgg19', 'SimpleCNN',
+           'simple_cnn', 'arch_knobs', 'build_model', 'count_parameters']
 
 # %% ../nbs/02_models.ipynb #03d02c03
 ARCHITECTURES = Registry("architecture", "register_architecture")  # name -> builder(num_classes, in_shape, mean, std, **knobs)
@@ -102,7 +99,7 @@ def extract_features(model: nn.Module, x: torch.Tensor, names: Iterable[str] | N
     return OrderedDict((n, out[n]) for n in names)
 
 # %% ../nbs/02_models.ipynb #9a5b74a5
-def _check_shape(in_shape) -> tuple[int, int, int]:
+def check_in_shape(in_shape) -> tuple[int, int, int]:
     try:
         c, h, w = (int(v) for v in in_shape)
     except (TypeError, ValueError):
@@ -112,20 +109,20 @@ def _check_shape(in_shape) -> tuple[int, int, int]:
     return c, h, w
 
 
-def _make_normalize(in_shape, mean, std) -> Normalize:
-    c = _check_shape(in_shape)[0]
+def make_normalize(in_shape, mean, std) -> Normalize:
+    c = check_in_shape(in_shape)[0]
     return Normalize(0.0 if mean is None else mean, 1.0 if std is None else std, channels=c)
 
 
-def _positive_int(name: str, v) -> int:
+def positive_int(name: str, v) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < 1:
         raise ValueError(f"{name} must be a positive integer, got {v!r}")
     return int(v)
 
 
-def _depth(name: str, depth, offset: int) -> int:
+def blocks_per_stage(name: str, depth, offset: int) -> int:
     "Blocks per stage n for a 3-stage CIFAR network of depth 6n + offset."
-    depth = _positive_int("depth", depth)
+    depth = positive_int("depth", depth)
     if (depth - offset) % 6 or depth <= offset:
         valid = ", ".join(str(6 * n + offset) for n in range(1, 6))
         raise ValueError(f"{name}: depth must be 6n+{offset} ({valid}, ...), got {depth}")
@@ -169,9 +166,9 @@ class ResNet18(FeatureMixin, nn.Module):
 
     def __init__(self, num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, width=64, blocks=(2, 2, 2, 2)):
         super().__init__()
-        c = _check_shape(in_shape)[0]
-        w = _positive_int("width", width)
-        self.normalize = _make_normalize(in_shape, mean, std)
+        c = check_in_shape(in_shape)[0]
+        w = positive_int("width", width)
+        self.normalize = make_normalize(in_shape, mean, std)
         self.conv1 = nn.Conv2d(c, w, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(w)
         self.relu = nn.ReLU()
@@ -221,9 +218,9 @@ class PreActResNet(FeatureMixin, nn.Module):
 
     def __init__(self, num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, depth=20, width=1):
         super().__init__()
-        n, k = _depth("preact_resnet", depth, 2), _positive_int("width", width)
-        c = _check_shape(in_shape)[0]
-        self.normalize = _make_normalize(in_shape, mean, std)
+        n, k = blocks_per_stage("preact_resnet", depth, 2), positive_int("width", width)
+        c = check_in_shape(in_shape)[0]
+        self.normalize = make_normalize(in_shape, mean, std)
         self.conv1 = nn.Conv2d(c, 16 * k, 3, 1, 1, bias=False)
         cin, stages = 16 * k, []
         for i, stride in enumerate((1, 2, 2)):
@@ -301,11 +298,11 @@ class WideResNet(FeatureMixin, nn.Module):
 
     def __init__(self, num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, depth=34, widen_factor=10, variant="standard"):
         super().__init__()
-        n, k = _depth("wrn", depth, 4), _positive_int("widen_factor", widen_factor)
+        n, k = blocks_per_stage("wrn", depth, 4), positive_int("widen_factor", widen_factor)
         if variant not in ("standard", "madry"):
             raise ValueError(f"wrn: variant must be 'standard' or 'madry', got {variant!r}")
-        c = _check_shape(in_shape)[0]
-        self.normalize = _make_normalize(in_shape, mean, std)
+        c = check_in_shape(in_shape)[0]
+        self.normalize = make_normalize(in_shape, mean, std)
         self.conv1 = nn.Conv2d(c, 16, 3, 1, 1, bias=False)
         cin, groups = 16, []
         for i, stride in enumerate((1, 2, 2)):
@@ -355,9 +352,9 @@ class VGG(FeatureMixin, nn.Module):
     def __init__(self, num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, width=64,
                  cfg=((1, 1), (2, 2), (4, 4, 4, 4), (8, 8, 8, 8), (8, 8, 8, 8))):
         super().__init__()
-        c = _check_shape(in_shape)[0]
-        w = _positive_int("width", width)
-        self.normalize = _make_normalize(in_shape, mean, std)
+        c = check_in_shape(in_shape)[0]
+        w = positive_int("width", width)
+        self.normalize = make_normalize(in_shape, mean, std)
         cin = c
         for i, block in enumerate(cfg, 1):
             layers = []
@@ -390,11 +387,11 @@ class SimpleCNN(FeatureMixin, nn.Module):
 
     def __init__(self, num_classes=10, in_shape=(1, 28, 28), mean=None, std=None, width=32, hidden=1024):
         super().__init__()
-        c, h, w_ = _check_shape(in_shape)
-        w, hidden = _positive_int("width", width), _positive_int("hidden", hidden)
+        c, h, w_ = check_in_shape(in_shape)
+        w, hidden = positive_int("width", width), positive_int("hidden", hidden)
         if h < 4 or w_ < 4:
             raise ValueError(f"simple_cnn needs images of at least 4×4, got {in_shape}")
-        self.normalize = _make_normalize(in_shape, mean, std)
+        self.normalize = make_normalize(in_shape, mean, std)
         self.conv1, self.relu1, self.pool1 = nn.Conv2d(c, w, 5, 1, 2), nn.ReLU(), nn.MaxPool2d(2)
         self.conv2, self.relu2, self.pool2 = nn.Conv2d(w, 2 * w, 5, 1, 2), nn.ReLU(), nn.MaxPool2d(2)
         self.flatten = nn.Flatten()
@@ -411,301 +408,6 @@ class SimpleCNN(FeatureMixin, nn.Module):
 def simple_cnn(num_classes=10, in_shape=(1, 28, 28), mean=None, std=None, *, width: int = 32, hidden: int = 1024) -> SimpleCNN:
     "Paper B's MNIST/FashionMNIST network: 2 conv (5×5, `width`, 2·`width`) + 2 fully connected (`hidden`)."
     return SimpleCNN(num_classes, in_shape, mean, std, width=width, hidden=hidden)
-
-# %% ../nbs/02_models.ipynb #e2c01e54
-class CircularConv2d(nn.Module):
-    "Full-width circular convolution (kernel as large as the image) computed with the 2-D FFT."
-    def __init__(self, cin: int, cout: int, size: tuple[int, int], bias: bool = True):
-        super().__init__()
-        self.size = tuple(size)
-        self.weight = nn.Parameter(torch.empty(cout, cin, *self.size))
-        self.bias = nn.Parameter(torch.empty(cout)) if bias else None
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # as nn.Conv2d: U(±1/sqrt(cin·H·W))
-        if self.bias is not None:
-            bound = 1 / math.sqrt(cin * self.size[0] * self.size[1])
-            nn.init.uniform_(self.bias, -bound, bound)
-
-    def forward(self, x):
-        if tuple(x.shape[-2:]) != self.size:
-            raise ValueError(f"CircularConv2d built for {self.size} images got {tuple(x.shape[-2:])}")
-        xf = torch.fft.rfft2(x)
-        wf = torch.fft.rfft2(self.weight)
-        y = torch.fft.irfft2(torch.einsum("nchw,ochw->nohw", xf, wf), s=self.size)
-        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
-
-    def extra_repr(self):
-        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, size={self.size}, bias={self.bias is not None}"
-
-# %% ../nbs/02_models.ipynb #1bc986c3
-class LocallyConnected2d(nn.Module):
-    "Convolution-shaped layer with unshared weights: one k×k×cin filter per output channel *and* position."
-    def __init__(self, cin: int, cout: int, in_hw: tuple[int, int], kernel_size: int = 3, padding: int = 0, bias: bool = True):
-        super().__init__()
-        self.k, self.padding, self.cout = kernel_size, padding, cout
-        self.out_hw = (in_hw[0] + 2 * padding - kernel_size + 1, in_hw[1] + 2 * padding - kernel_size + 1)
-        if min(self.out_hw) < 1:
-            raise ValueError(f"LocallyConnected2d: {kernel_size}×{kernel_size} kernel does not fit a {in_hw} input")
-        L, fan_in = self.out_hw[0] * self.out_hw[1], cin * kernel_size ** 2
-        bound = 1 / math.sqrt(fan_in)  # the bound nn.Conv2d's default init gives
-        self.weight = nn.Parameter(torch.empty(cout, L, fan_in).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(cout, L).uniform_(-bound, bound)) if bias else None
-
-    def forward(self, x):
-        cols = F.unfold(x, self.k, padding=self.padding)  # (N, cin·k·k, L)
-        y = torch.einsum("nkl,olk->nol", cols, self.weight)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.view(x.shape[0], self.cout, *self.out_hw)
-
-    def extra_repr(self):
-        return f"cout={self.cout}, out_hw={self.out_hw}, kernel_size={self.k}, padding={self.padding}"
-
-# %% ../nbs/02_models.ipynb #c7d67cc6
-class ShallowNet(FeatureMixin, nn.Module):
-    "Paper C's shallow models: `normalize`, then `body` (hidden layers, activations, flatten, readout)."
-    def __init__(self, normalize: Normalize, hidden: list[nn.Module], readout_in: int, num_classes: int,
-                 nonlinear: bool, alpha: float, in_shape: Sequence[int]):
-        super().__init__()
-        self.normalize, self.nonlinear, self.alpha = normalize, bool(nonlinear), float(alpha)
-        self.in_shape, self.num_classes = _check_shape(in_shape), num_classes
-        layers, names = OrderedDict(), OrderedDict()
-        for i, m in enumerate(hidden, 1):
-            layers[f"hidden{i}"] = m
-            layers[f"act{i}"] = nn.ReLU() if nonlinear else nn.Identity()
-            names[f"hidden{i}"] = f"body.act{i}"
-        layers["flatten"] = nn.Flatten()
-        layers["readout"] = nn.Linear(readout_in, num_classes)
-        names["logits"] = "body.readout"
-        self.body = nn.Sequential(layers)
-        self.feature_layers = names
-        scale_init(self, alpha)
-
-    @property
-    def is_linear(self) -> bool:
-        return not self.nonlinear
-
-    def forward(self, x):
-        return self.body(self.normalize(x))
-
-
-class ResidualBlock(nn.Module):
-    "h + conv(act(conv(h))), 'same' 3×3 convolutions, no BatchNorm."
-    def __init__(self, ch: int, nonlinear: bool):
-        super().__init__()
-        self.conv1, self.act = nn.Conv2d(ch, ch, 3, 1, 1), (nn.ReLU() if nonlinear else nn.Identity())
-        self.conv2 = nn.Conv2d(ch, ch, 3, 1, 1)
-
-    def forward(self, h):
-        return h + self.conv2(self.act(self.conv1(h)))
-
-# %% ../nbs/02_models.ipynb #28e8bd6b
-def _check_c(name, nonlinear, alpha, depth=1):
-    if not isinstance(nonlinear, bool):
-        raise ValueError(f"{name}: nonlinear must be True or False, got {nonlinear!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-        raise ValueError(f"{name}: alpha must be a positive number, got {alpha!r}")
-    return _positive_int("depth", depth)
-
-
-@register_architecture("fully_connected")
-def fully_connected(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, hidden: int = 2700, depth: int = 1,
-                    nonlinear: bool = False, alpha: float = 1.0) -> ShallowNet:
-    "Paper C: `depth` fully connected hidden layers of `hidden` units (2700 in Table 3), then a linear readout."
-    depth = _check_c("fully_connected", nonlinear, alpha, depth)
-    hidden = _positive_int("hidden", hidden)
-    c, h, w = _check_shape(in_shape)
-    layers = [nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden))] + [nn.Linear(hidden, hidden) for _ in range(depth - 1)]
-    return ShallowNet(_make_normalize(in_shape, mean, std), layers, hidden, num_classes, nonlinear, alpha, in_shape)
-
-# %% ../nbs/02_models.ipynb #b37e049d
-@register_architecture("full_width_conv")
-def full_width_conv(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, channels: int = 3, depth: int = 1,
-                    nonlinear: bool = False, alpha: float = 1.0) -> ShallowNet:
-    "Paper C: `depth` full-width circular convolutions (kernel = image size, `channels` = 3), then a linear readout."
-    depth = _check_c("full_width_conv", nonlinear, alpha, depth)
-    ch = _positive_int("channels", channels)
-    c, h, w = _check_shape(in_shape)
-    layers = [CircularConv2d(c if i == 0 else ch, ch, (h, w)) for i in range(depth)]
-    return ShallowNet(_make_normalize(in_shape, mean, std), layers, ch * h * w, num_classes, nonlinear, alpha, in_shape)
-
-# %% ../nbs/02_models.ipynb #d4acca22
-@register_architecture("bounded_conv")
-def bounded_conv(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, channels: int = 3, depth: int = 1,
-                 kernel_size: int = 3, padding: str = "valid", nonlinear: bool = False, alpha: float = 1.0) -> ShallowNet:
-    "Paper C: `depth` bounded-width k×k convolutions (3×3; 3 or 32 `channels`), then a linear readout."
-    depth = _check_c("bounded_conv", nonlinear, alpha, depth)
-    ch, k = _positive_int("channels", channels), _positive_int("kernel_size", kernel_size)
-    if padding not in ("valid", "same", "circular"):
-        raise ValueError(f"bounded_conv: padding must be 'valid', 'same' or 'circular', got {padding!r}")
-    c, h, w = _check_shape(in_shape)
-    layers = []
-    for i in range(depth):
-        if padding == "valid":
-            layers.append(nn.Conv2d(c if i == 0 else ch, ch, k))
-            h, w = h - k + 1, w - k + 1
-        else:
-            if k % 2 == 0:
-                raise ValueError(f"bounded_conv: padding={padding!r} needs an odd kernel_size, got {k}")
-            layers.append(nn.Conv2d(c if i == 0 else ch, ch, k, padding=k // 2,
-                                    padding_mode="circular" if padding == "circular" else "zeros"))
-        if min(h, w) < 1:
-            raise ValueError(f"bounded_conv: {depth} valid {k}×{k} convolutions do not fit a {in_shape} input")
-    return ShallowNet(_make_normalize(in_shape, mean, std), layers, ch * h * w, num_classes, nonlinear, alpha, in_shape)
-
-# %% ../nbs/02_models.ipynb #3da85d6e
-@register_architecture("locally_connected")
-def locally_connected(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, channels: int = 32, depth: int = 1,
-                      kernel_size: int = 3, padding: str = "valid", nonlinear: bool = False, alpha: float = 1.0) -> ShallowNet:
-    "Paper C: `depth` locally connected layers (k×k receptive fields, unshared weights, 32 `channels`), then a readout."
-    depth = _check_c("locally_connected", nonlinear, alpha, depth)
-    ch, k = _positive_int("channels", channels), _positive_int("kernel_size", kernel_size)
-    if padding not in ("valid", "same"):
-        raise ValueError(f"locally_connected: padding must be 'valid' or 'same', got {padding!r}")
-    if padding == "same" and k % 2 == 0:
-        raise ValueError(f"locally_connected: padding='same' needs an odd kernel_size, got {k}")
-    c, h, w = _check_shape(in_shape)
-    layers = []
-    for i in range(depth):
-        m = LocallyConnected2d(c if i == 0 else ch, ch, (h, w), k, padding=k // 2 if padding == "same" else 0)
-        layers.append(m)
-        h, w = m.out_hw
-    return ShallowNet(_make_normalize(in_shape, mean, std), layers, ch * h * w, num_classes, nonlinear, alpha, in_shape)
-
-# %% ../nbs/02_models.ipynb #90d5c1b4
-@register_architecture("shallow_resnet")
-def shallow_resnet(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, width: int = 32,
-                   nonlinear: bool = True, alpha: float = 1.0) -> ShallowNet:
-    "Paper C's shallow ResNet: 3×3 conv to `width` channels, one residual block, fully connected readout."
-    _check_c("shallow_resnet", nonlinear, alpha)
-    wd = _positive_int("width", width)
-    c, h, w = _check_shape(in_shape)
-    layers = [nn.Conv2d(c, wd, 3, 1, 1), ResidualBlock(wd, nonlinear)]
-    net = ShallowNet(_make_normalize(in_shape, mean, std), layers, wd * h * w, num_classes, nonlinear, alpha, in_shape)
-    net.feature_layers = OrderedDict([("stem", "body.act1"), ("block", "body.act2"), ("logits", "body.readout")])
-    return net
-
-# %% ../nbs/02_models.ipynb #27c4b563
-def end_to_end_weights(model: nn.Module, pixel_space: bool = False, return_bias: bool = False):
-    "β (num_classes × C × H × W) of a linear paper-C model: logits = ⟨β_k, z⟩ + b_k on the normalised input z."
-    if not getattr(model, "is_linear", False) or not hasattr(model, "body"):
-        raise ValueError(f"end_to_end_weights needs a linear model (paper C's models with nonlinear=False), "
-                         f"got {type(model).__name__} with is_linear={getattr(model, 'is_linear', None)}")
-    m = copy.deepcopy(model).double().eval()
-    c, h, w = model.in_shape
-    z = torch.zeros(1, c, h, w, dtype=torch.float64, device=m.normalize.mean.device, requires_grad=True)
-    out = m.body(z)[0]
-    beta = torch.stack([torch.autograd.grad(out[k], z, retain_graph=True)[0][0] for k in range(out.numel())])
-    bias = out.detach()
-    if pixel_space:
-        mean, std = m.normalize.mean[0], m.normalize.std[0]
-        beta = beta / std
-        bias = bias - (beta * mean).flatten(1).sum(1)
-    dtype = next(model.parameters()).dtype
-    beta, bias = beta.to(dtype), bias.to(dtype)
-    return (beta, bias) if return_bias else beta
-
-# %% ../nbs/02_models.ipynb #97603fc2
-class FixupBlock(nn.Module):
-    "Basic block without BatchNorm: ReLU(x + conv2(ReLU(conv1(x)))), parameter-free shortcut."
-    def __init__(self, cin: int, cout: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.relu2 = nn.ReLU()
-        self.stride, self.extra = stride, cout - cin
-
-    def forward(self, x):
-        sc = x
-        if self.stride != 1:
-            sc = sc[:, :, ::self.stride, ::self.stride]  # = AvgPool2d(1, stride) in the Fixup code
-        if self.extra:
-            sc = F.pad(sc, (0, 0, 0, 0, 0, self.extra))
-        return self.relu2(sc + self.conv2(self.relu1(self.conv1(x))))
-
-# %% ../nbs/02_models.ipynb #18b4b885
-class FixupResNet(FeatureMixin, nn.Module):
-    "CIFAR ResNet of depth 6n+2 without BatchNorm, Fixup initialisation without scalar bias/multiplier layers."
-    feature_layers = OrderedDict([("conv1", "relu"), ("layer1", "layer1"), ("layer2", "layer2"), ("layer3", "layer3"),
-                                  ("penultimate", "flatten"), ("logits", "fc")])
-
-    def __init__(self, num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, depth=56, width=1):
-        super().__init__()
-        n, k = _depth("fixup_resnet", depth, 2), _positive_int("width", width)
-        c = _check_shape(in_shape)[0]
-        self.normalize = _make_normalize(in_shape, mean, std)
-        self.conv1, self.relu = nn.Conv2d(c, 16 * k, 3, 1, 1, bias=False), nn.ReLU()
-        cin, stages = 16 * k, []
-        for i, stride in enumerate((1, 2, 2)):
-            cout = 16 * k * 2 ** i
-            stages.append(nn.Sequential(*[FixupBlock(cin if j == 0 else cout, cout, stride if j == 0 else 1) for j in range(n)]))
-            cin = cout
-        self.layer1, self.layer2, self.layer3 = stages
-        self.pool, self.flatten = nn.AdaptiveAvgPool2d(1), nn.Flatten()
-        self.fc = nn.Linear(cin, num_classes)
-        self.num_branches = 3 * n
-        for m in self.modules():
-            if isinstance(m, FixupBlock):
-                w1 = m.conv1.weight
-                nn.init.normal_(w1, 0.0, math.sqrt(2 / (w1.shape[0] * w1.shape[2] * w1.shape[3])) * self.num_branches ** -0.5)
-                nn.init.zeros_(m.conv2.weight)
-        nn.init.zeros_(self.fc.weight)
-        nn.init.zeros_(self.fc.bias)
-
-    def forward(self, x):
-        x = self.relu(self.conv1(self.normalize(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(self.flatten(self.pool(x)))
-
-
-@register_architecture("fixup_resnet")
-def fixup_resnet(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, depth: int = 56, width: int = 1) -> FixupResNet:
-    "Paper E's BatchNorm-free CIFAR ResNet (depth 6n+2: 56, 110), Fixup init without the scalar layers."
-    return FixupResNet(num_classes, in_shape, mean, std, depth=depth, width=width)
-
-
-@register_architecture("fixup_resnet56")
-def fixup_resnet56(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, width: int = 1) -> FixupResNet:
-    "Fixup ResNet-56 (paper E)."
-    return FixupResNet(num_classes, in_shape, mean, std, depth=56, width=width)
-
-
-@register_architecture("fixup_resnet110")
-def fixup_resnet110(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, width: int = 1) -> FixupResNet:
-    "Fixup ResNet-110 (paper E)."
-    return FixupResNet(num_classes, in_shape, mean, std, depth=110, width=width)
-
-# %% ../nbs/02_models.ipynb #67becafc
-class WRN50_2(FeatureMixin, nn.Module):
-    "WRN-50-2 (bottleneck, width factor 2: torchvision's `wide_resnet50_2`) behind `Normalize`, paper E's small-input stem."
-    feature_layers = OrderedDict([("conv1", "body.relu"), ("layer1", "body.layer1"), ("layer2", "body.layer2"),
-                                  ("layer3", "body.layer3"), ("layer4", "body.layer4"), ("penultimate", "body.avgpool"),
-                                  ("logits", "body.fc")])
-
-    def __init__(self, num_classes=200, in_shape=(3, 64, 64), mean=None, std=None, stem="small"):
-        super().__init__()
-        from torchvision.models import wide_resnet50_2
-        if stem not in ("small", "imagenet"):
-            raise ValueError(f"wrn50_2: stem must be 'small' (paper E, 64×64) or 'imagenet', got {stem!r}")
-        c = _check_shape(in_shape)[0]
-        self.normalize = _make_normalize(in_shape, mean, std)
-        self.body = wide_resnet50_2(weights=None, num_classes=num_classes)
-        if stem == "small":  # App. D.2: a 3×3 stride-1 first convolution and no max-pool, for 64×64 inputs
-            self.body.conv1, self.body.maxpool = nn.Conv2d(c, 64, 3, 1, 1, bias=False), nn.Identity()
-        elif c != 3:
-            self.body.conv1 = nn.Conv2d(c, 64, 7, 2, 3, bias=False)
-        for m in self.body.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.xavier_uniform_(m.weight)  # App. D.2
-
-    def forward(self, x):
-        return self.body(self.normalize(x))
-
-
-@register_architecture("wrn50_2")
-def wrn50_2(num_classes=200, in_shape=(3, 64, 64), mean=None, std=None, *, stem: str = "small") -> WRN50_2:
-    "Paper E's Tiny-ImageNet network: WRN-50-2 (torchvision's) with a 3×3 stride-1 stem and no max-pool."
-    return WRN50_2(num_classes, in_shape, mean, std, stem=stem)
 
 # %% ../nbs/02_models.ipynb #5b0f0658
 _COMMON = ("num_classes", "in_shape", "mean", "std")
@@ -732,8 +434,8 @@ def build_model(arch: str, num_classes: int | None = None, in_shape: Sequence[in
         in_shape = tuple(info.shape) if in_shape is None else in_shape
         mean = tuple(info.mean) if mean is None else mean
         std = tuple(info.std) if std is None else std
-    num_classes = _positive_int("num_classes", 10 if num_classes is None else num_classes)
-    in_shape = _check_shape((3, 32, 32) if in_shape is None else in_shape)
+    num_classes = positive_int("num_classes", 10 if num_classes is None else num_classes)
+    in_shape = check_in_shape((3, 32, 32) if in_shape is None else in_shape)
     model = ARCHITECTURES[arch](num_classes, in_shape, mean, std, **knobs)
     model.arch, model.arch_kwargs = arch, dict(knobs)
     model.in_shape, model.num_classes = in_shape, num_classes

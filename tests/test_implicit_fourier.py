@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from advnb.papers import c_implicit_fourier as C
-from advnb.models import fully_connected, full_width_conv, locally_connected
+from advnb.papers.c_implicit_fourier import full_width_conv, fully_connected, locally_connected
 
 
 def gen(seed):

@@ -8,8 +8,12 @@ from torch import nn
 
 from advnb import models
 from advnb.data import DATASETS
-from advnb.models import (ARCHITECTURES, Normalize, build_model, count_parameters, end_to_end_weights,
-                          extract_features)
+from advnb.models import ARCHITECTURES, Normalize, build_model, count_parameters, extract_features
+from advnb.papers.c_implicit_fourier import CircularConv2d, end_to_end_weights
+from advnb.papers.e_spectral import FixupBlock
+from advnb.registry import load_plugins
+
+load_plugins()  # the papers' architectures (C's shallow models, E's Fixup ResNets and WRN-50-2) are plug-ins
 
 SHAPES = [(1, 28, 28), (3, 32, 32), (3, 96, 96)]
 K = 7  # not 10, so a hard-coded class count would show
@@ -213,7 +217,7 @@ def test_end_to_end_weights_refuses_nonlinear_models():
 def test_circular_conv_is_circular_convolution():
     "Known answer: y[o] = sum_c sum_k w[o, c, k] x[c, n - k (mod size)] + b[o]."
     torch.manual_seed(0)
-    conv = models.CircularConv2d(2, 3, (5, 6))
+    conv = CircularConv2d(2, 3, (5, 6))
     x = torch.randn(2, 2, 5, 6)
     expect = sum(torch.einsum("oc,nchw->nohw", conv.weight[:, :, i, j], torch.roll(x, (i, j), (2, 3)))
                  for i in range(5) for j in range(6)) + conv.bias.view(1, -1, 1, 1)
@@ -259,7 +263,7 @@ def test_fixup_resnet(depth, branches):
     torch.manual_seed(0)
     m = build_model("fixup_resnet", 10, (3, 32, 32), depth=depth)
     assert not any(isinstance(mod, nn.modules.batchnorm._BatchNorm) for mod in m.modules())
-    blocks = [mod for mod in m.modules() if isinstance(mod, models.FixupBlock)]
+    blocks = [mod for mod in m.modules() if isinstance(mod, FixupBlock)]
     assert len(blocks) == branches == m.num_branches
     assert all(not b.conv2.weight.any() for b in blocks)  # each residual branch's last layer starts at 0
     assert not m.fc.weight.any() and not m.fc.bias.any()

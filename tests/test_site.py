@@ -43,16 +43,39 @@ def test_remote_resources_finds_scripts_styles_and_images_from_other_hosts():
 
 
 def test_describe_run_names_the_data_set_and_the_model_knobs():
-    ds, models = site.describe_run({"datasets": ["fashionmnist"], "arch": "wrn", "arch_kwargs": {"depth": 10},
-                                    "epochs": 8, "lr": 0.001, "overrides": {}})
+    params = {"seed": 0, "datasets": ["fashionmnist"], "arch": "wrn", "arch_kwargs": {"depth": 10}, "epochs": 8,
+              "lr": 0.001, "overrides": {}, "n_test": 64}
+    ds, models = site.describe_run(params, model_names={"seed", "datasets", "arch", "arch_kwargs", "epochs", "overrides"})
     assert ds == "fashionmnist" and models == "arch wrn, arch_kwargs {depth: 10}, epochs 8"
+    assert site.describe_run({"saliency_dataset": "mnist", "width": 4}) == ("mnist", "")  # no models cell: no models
+
+
+def test_the_models_cells_decide_which_parameters_describe_the_models(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    p = nbformat.v4.new_code_cell("dataset = 'fashionmnist'\nwidth = 4\nepochs = 2\nn_test = 64")
+    m = nbformat.v4.new_code_cell("spec = make_spec(dataset, width=width, epochs=epochs)\nlabel = 'x'")
+    p.metadata["tags"], m.metadata["tags"] = ["parameters"], ["models"]
+    nb.cells = [p, m, nbformat.v4.new_code_cell("evaluate(spec, n_test)")]
+    nbformat.write(nb, str(tmp_path / "f1_demo.ipynb"))
+    names = site.model_parameter_names(tmp_path / "f1_demo.ipynb")
+    assert {"dataset", "width", "epochs"} <= names and "n_test" not in names
+    assert site.describe_run(site.run_parameters(tmp_path / "f1_demo.ipynb"), names) == ("fashionmnist", "width 4, epochs 2")
+
+
+def test_the_site_is_drawn_from_package_files_and_the_papers_name_themselves():
+    assert {"base.html.j2", "macros.html.j2", "index.html.j2", "paper.html.j2", "claims.html.j2",
+            "site.css"} == set(site.site_environment().list_templates())
+    assert (site.TEMPLATE_DIR / "notebook" / "offline_notebook.html.j2").is_file()
+    titles = site.paper_titles()  # from the papers' modules, loaded through the entry points
+    assert set("ABCDE") <= set(titles) and titles["C"] == "Learning dynamics and implicit Fourier regularisation"
 
 
 def _executed_notebook(path, defaults, injected):
     nb = nbformat.v4.new_notebook()
     p, i = nbformat.v4.new_code_cell(defaults), nbformat.v4.new_code_cell(injected)
-    p.metadata["tags"], i.metadata["tags"] = ["parameters"], ["injected-parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell("The radius $r=\\sqrt{u^2+v^2}$ of a frequency."), p, i]
+    m = nbformat.v4.new_code_cell("specs = demo_specs(dataset, epochs=epochs, width=width)")
+    p.metadata["tags"], i.metadata["tags"], m.metadata["tags"] = ["parameters"], ["injected-parameters"], ["models"]
+    nb.cells = [nbformat.v4.new_markdown_cell("The radius $r=\\sqrt{u^2+v^2}$ of a frequency."), p, i, m]
     nbformat.write(nb, str(path))
 
 
@@ -95,7 +118,7 @@ def test_sidecars_say_what_was_run_and_captions_use_the_run_parameters(demo_repo
     assert set(figs) == {"A_fig1_curve", "A_fig1b_curve", "A_fig2_old"}  # the figure without a sidecar is still listed
     f = figs["A_fig1_curve"]
     assert (f["label"], f["notebook"], f["dataset"], f["scale"]) == ("Figure 1", "a1_demo", "fashionmnist", "smoke")
-    assert f["models"] == "width 8, epochs 10"  # the injected parameters win over the notebook's defaults
+    assert f["models"] == "epochs 10, width 8"  # the injected parameters win over the notebook's defaults
     assert figs["A_fig2_old"]["notebook"] == "" and figs["A_fig2_old"]["page"] == "A"
 
 
@@ -108,7 +131,7 @@ def test_build_site_writes_every_page_with_the_claims_of_every_scale(demo_report
     paper = (smoke / "paper-A.html").read_text()
     # figures grouped under their number (the panel folded), captioned with the run; the paper's table column marked
     assert paper.index("Figure 1</h3>") < paper.index("figures/A_fig1b_curve.png") < paper.index("Figure 2</h3>")
-    assert "data set fashionmnist" in paper and "models: width 8, epochs 10" in paper
+    assert "data set fashionmnist" in paper and "models: epochs 10, width 8" in paper
     assert '<th class="paper-col">paper (CIFAR-10)</th>' in paper and "0.8123" in paper
     # claims at this scale, the other scale's verdict beside; values as lines, not JSON
     assert "A.3.1.demo@epochs=40" in paper and "quick: <span class=\"badge does-not-hold\">" in paper

@@ -15,9 +15,13 @@ import torch.nn as nn
 
 from ..attacks import Attack, attack_batches
 from ..train import TrainSpec
+from ..claims import register_paper
 
 # %% auto #0
-__all__ = ['paper_a_specs', 'paper_a_attack', 'adversarial']
+__all__ = ['PAPER', 'paper_a_specs', 'paper_a_attack', 'adversarial']
+
+# %% ../../nbs/a0_setup.ipynb #44a797bb
+PAPER = register_paper("A", "Dissecting local properties of adversarial examples")  # the report site's page for this paper is titled so
 
 # %% ../../nbs/a0_setup.ipynb #5432a217
 def paper_a_specs(dataset: str = "cifar10", width: int = 64, n_per_class: int = 0, epochs: int = 100,

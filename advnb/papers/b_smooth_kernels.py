@@ -23,15 +23,19 @@ from ..data import DATASETS, DatasetInfo, derive_seed, register_dataset
 from ..train import TrainSpec, register_objective, register_regularizer
 from ..attacks import attack_batches, model_device, predict
 from ..zoo import cached_result
+from ..claims import register_paper
 
 # %% auto #0
-__all__ = ['FOUR_SHAPES', 'FOUR_SHAPES_DEFAULT_PER_CLASS', 'FOUR_SHAPES_INFO', 'PAPER_B_LOSSES', 'TABLE1_ATTACKS', 'LOSS_COLOURS',
-           'kernel_roughness', 'smooth_kernel_penalty', 'conv_kernels', 'smooth_kernel_regularizer',
+__all__ = ['PAPER', 'FOUR_SHAPES', 'FOUR_SHAPES_DEFAULT_PER_CLASS', 'FOUR_SHAPES_INFO', 'PAPER_B_LOSSES', 'TABLE1_ATTACKS',
+           'LOSS_COLOURS', 'kernel_roughness', 'smooth_kernel_penalty', 'conv_kernels', 'smooth_kernel_regularizer',
            'kl_logit_pairing_loss', 'kl_logit_pairing_objective', 'render_shape', 'make_four_shapes', 'paper_b_specs',
            'paper_b_plan', 'fgsm_search', 'pgd_search', 'foolbox_default_attacks', 'perturbation_sizes',
            'attack_record', 'accuracy_at', 'accuracy_curve', 'accuracy_curve_panel', 'cached_attack_records',
            'radial_frequency', 'high_frequency_fraction', 'kernel_spectrum', 'activation_maximisation',
            'image_correlation', 'class_means', 'most_deceptive']
+
+# %% ../../nbs/b1_smooth_kernels.ipynb #c299fd4c
+PAPER = register_paper("B", "Smooth kernels improve adversarial robustness")  # the report site's page for this paper is titled so
 
 # %% ../../nbs/b1_smooth_kernels.ipynb #47f38df6
 def kernel_roughness(weight: torch.Tensor, neighbourhood: int = 4, per_kernel: bool = False) -> torch.Tensor:

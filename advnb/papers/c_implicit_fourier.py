@@ -9,7 +9,10 @@ c2 (learning dynamics), c3 (linear models) and c4 (nonlinear models) use them.""
 # %% ../../nbs/c1_implicit_fourier.ipynb #e64f14a7
 from __future__ import annotations
 
+import copy
 import math
+from collections import OrderedDict
+from typing import Sequence
 
 import numpy as np
 
@@ -20,18 +23,216 @@ import torch.nn.functional as F
 from ..attacks import accuracy, eval_mode, pgd_minimal
 from ..train import NonFiniteLossError, TrainSpec, build_from_spec, train_data
 from .. import zoo
-from ..claims import all_hold, exceeds, mean_difference
+from ..claims import all_hold, exceeds, mean_difference, register_paper
 from ..core import get_device
-from ..models import end_to_end_weights
+from ..models import (FeatureMixin, Normalize, check_in_shape, make_normalize, positive_int,
+                          register_architecture, scale_init)
 from ..zoo import cached_result
 
 # %% auto #0
-__all__ = ['PAPER_C_MODELS', 'DEEP_MODELS', 'relu_states', 'segment_points', 'relu_changes', 'roughness', 'random_direction',
-           'dft2', 'spectrum_norms', 'frequency_polar', 'energy_spectrum', 'radial_energy', 'angular_energy',
-           'mean_radius', 'angular_uniformity', 'class_predictor', 'paper_c_spec', 'best_epoch', 'model_at',
-           'minimal_perturbations', 'perturbation_record', 'cached_perturbation_record', 'direction_histograms',
-           'energy_curves', 'alpha_energy_panel', 'mean_bars', 'log_spectrum', 'mean_spectrum_image', 'paper_c_models',
-           'mean_std', 'norms_row', 'alpha_raises_frequency', 'nearer']
+__all__ = ['PAPER', 'PAPER_C_MODELS', 'DEEP_MODELS', 'CircularConv2d', 'LocallyConnected2d', 'ShallowNet', 'ResidualBlock',
+           'check_shallow_knobs', 'fully_connected', 'full_width_conv', 'bounded_conv', 'locally_connected',
+           'shallow_resnet', 'end_to_end_weights', 'relu_states', 'segment_points', 'relu_changes', 'roughness',
+           'random_direction', 'dft2', 'spectrum_norms', 'frequency_polar', 'energy_spectrum', 'radial_energy',
+           'angular_energy', 'mean_radius', 'angular_uniformity', 'class_predictor', 'paper_c_spec', 'best_epoch',
+           'model_at', 'minimal_perturbations', 'perturbation_record', 'cached_perturbation_record',
+           'direction_histograms', 'energy_curves', 'alpha_energy_panel', 'mean_bars', 'log_spectrum',
+           'mean_spectrum_image', 'paper_c_models', 'mean_std', 'norms_row', 'alpha_raises_frequency', 'nearer']
+
+# %% ../../nbs/c1_implicit_fourier.ipynb #d02b62b0
+PAPER = register_paper("C", "Learning dynamics and implicit Fourier regularisation")  # the report site's page for this paper is titled so
+
+# %% ../../nbs/c1_implicit_fourier.ipynb #e2c01e54
+class CircularConv2d(nn.Module):
+    "Full-width circular convolution (kernel as large as the image) computed with the 2-D FFT."
+    def __init__(self, cin: int, cout: int, size: tuple[int, int], bias: bool = True):
+        super().__init__()
+        self.size = tuple(size)
+        self.weight = nn.Parameter(torch.empty(cout, cin, *self.size))
+        self.bias = nn.Parameter(torch.empty(cout)) if bias else None
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # as nn.Conv2d: U(±1/sqrt(cin·H·W))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(cin * self.size[0] * self.size[1])
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x):
+        if tuple(x.shape[-2:]) != self.size:
+            raise ValueError(f"CircularConv2d built for {self.size} images got {tuple(x.shape[-2:])}")
+        xf = torch.fft.rfft2(x)
+        wf = torch.fft.rfft2(self.weight)
+        y = torch.fft.irfft2(torch.einsum("nchw,ochw->nohw", xf, wf), s=self.size)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+    def extra_repr(self):
+        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, size={self.size}, bias={self.bias is not None}"
+
+# %% ../../nbs/c1_implicit_fourier.ipynb #1bc986c3
+class LocallyConnected2d(nn.Module):
+    "Convolution-shaped layer with unshared weights: one k×k×cin filter per output channel *and* position."
+    def __init__(self, cin: int, cout: int, in_hw: tuple[int, int], kernel_size: int = 3, padding: int = 0, bias: bool = True):
+        super().__init__()
+        self.k, self.padding, self.cout = kernel_size, padding, cout
+        self.out_hw = (in_hw[0] + 2 * padding - kernel_size + 1, in_hw[1] + 2 * padding - kernel_size + 1)
+        if min(self.out_hw) < 1:
+            raise ValueError(f"LocallyConnected2d: {kernel_size}×{kernel_size} kernel does not fit a {in_hw} input")
+        L, fan_in = self.out_hw[0] * self.out_hw[1], cin * kernel_size ** 2
+        bound = 1 / math.sqrt(fan_in)  # the bound nn.Conv2d's default init gives
+        self.weight = nn.Parameter(torch.empty(cout, L, fan_in).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(cout, L).uniform_(-bound, bound)) if bias else None
+
+    def forward(self, x):
+        cols = F.unfold(x, self.k, padding=self.padding)  # (N, cin·k·k, L)
+        y = torch.einsum("nkl,olk->nol", cols, self.weight)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.view(x.shape[0], self.cout, *self.out_hw)
+
+    def extra_repr(self):
+        return f"cout={self.cout}, out_hw={self.out_hw}, kernel_size={self.k}, padding={self.padding}"
+
+# %% ../../nbs/c1_implicit_fourier.ipynb #c7d67cc6
+class ShallowNet(FeatureMixin, nn.Module):
+    "Paper C's shallow models: `normalize`, then `body` (hidden layers, activations, flatten, readout)."
+    def __init__(self, normalize: Normalize, hidden: list[nn.Module], readout_in: int, num_classes: int,
+                 nonlinear: bool, alpha: float, in_shape: Sequence[int]):
+        super().__init__()
+        self.normalize, self.nonlinear, self.alpha = normalize, bool(nonlinear), float(alpha)
+        self.in_shape, self.num_classes = check_in_shape(in_shape), num_classes
+        layers, names = OrderedDict(), OrderedDict()
+        for i, m in enumerate(hidden, 1):
+            layers[f"hidden{i}"] = m
+            layers[f"act{i}"] = nn.ReLU() if nonlinear else nn.Identity()
+            names[f"hidden{i}"] = f"body.act{i}"
+        layers["flatten"] = nn.Flatten()
+        layers["readout"] = nn.Linear(readout_in, num_classes)
+        names["logits"] = "body.readout"
+        self.body = nn.Sequential(layers)
+        self.feature_layers = names
+        scale_init(self, alpha)
+
+    @property
+    def is_linear(self) -> bool:
+        return not self.nonlinear
+
+    def forward(self, x):
+        return self.body(self.normalize(x))
+
+
+class ResidualBlock(nn.Module):
+    "h + conv(act(conv(h))), 'same' 3×3 convolutions, no BatchNorm."
+    def __init__(self, ch: int, nonlinear: bool):
+        super().__init__()
+        self.conv1, self.act = nn.Conv2d(ch, ch, 3, 1, 1), (nn.ReLU() if nonlinear else nn.Identity())
+        self.conv2 = nn.Conv2d(ch, ch, 3, 1, 1)
+
+    def forward(self, h):
+        return h + self.conv2(self.act(self.conv1(h)))
+
+# %% ../../nbs/c1_implicit_fourier.ipynb #28e8bd6b
+def check_shallow_knobs(name, nonlinear, alpha, depth=1):
+    if not isinstance(nonlinear, bool):
+        raise ValueError(f"{name}: nonlinear must be True or False, got {nonlinear!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+        raise ValueError(f"{name}: alpha must be a positive number, got {alpha!r}")
+    return positive_int("depth", depth)
+
+
+@register_architecture("fully_connected")
+def fully_connected(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, hidden: int = 2700, depth: int = 1,
+                    nonlinear: bool = False, alpha: float = 1.0) -> ShallowNet:
+    "Paper C: `depth` fully connected hidden layers of `hidden` units (2700 in Table 3), then a linear readout."
+    depth = check_shallow_knobs("fully_connected", nonlinear, alpha, depth)
+    hidden = positive_int("hidden", hidden)
+    c, h, w = check_in_shape(in_shape)
+    layers = [nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden))] + [nn.Linear(hidden, hidden) for _ in range(depth - 1)]
+    return ShallowNet(make_normalize(in_shape, mean, std), layers, hidden, num_classes, nonlinear, alpha, in_shape)
+
+# %% ../../nbs/c1_implicit_fourier.ipynb #b37e049d
+@register_architecture("full_width_conv")
+def full_width_conv(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, channels: int = 3, depth: int = 1,
+                    nonlinear: bool = False, alpha: float = 1.0) -> ShallowNet:
+    "Paper C: `depth` full-width circular convolutions (kernel = image size, `channels` = 3), then a linear readout."
+    depth = check_shallow_knobs("full_width_conv", nonlinear, alpha, depth)
+    ch = positive_int("channels", channels)
+    c, h, w = check_in_shape(in_shape)
+    layers = [CircularConv2d(c if i == 0 else ch, ch, (h, w)) for i in range(depth)]
+    return ShallowNet(make_normalize(in_shape, mean, std), layers, ch * h * w, num_classes, nonlinear, alpha, in_shape)
+
+# %% ../../nbs/c1_implicit_fourier.ipynb #d4acca22
+@register_architecture("bounded_conv")
+def bounded_conv(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, channels: int = 3, depth: int = 1,
+                 kernel_size: int = 3, padding: str = "valid", nonlinear: bool = False, alpha: float = 1.0) -> ShallowNet:
+    "Paper C: `depth` bounded-width k×k convolutions (3×3; 3 or 32 `channels`), then a linear readout."
+    depth = check_shallow_knobs("bounded_conv", nonlinear, alpha, depth)
+    ch, k = positive_int("channels", channels), positive_int("kernel_size", kernel_size)
+    if padding not in ("valid", "same", "circular"):
+        raise ValueError(f"bounded_conv: padding must be 'valid', 'same' or 'circular', got {padding!r}")
+    c, h, w = check_in_shape(in_shape)
+    layers = []
+    for i in range(depth):
+        if padding == "valid":
+            layers.append(nn.Conv2d(c if i == 0 else ch, ch, k))
+            h, w = h - k + 1, w - k + 1
+        else:
+            if k % 2 == 0:
+                raise ValueError(f"bounded_conv: padding={padding!r} needs an odd kernel_size, got {k}")
+            layers.append(nn.Conv2d(c if i == 0 else ch, ch, k, padding=k // 2,
+                                    padding_mode="circular" if padding == "circular" else "zeros"))
+        if min(h, w) < 1:
+            raise ValueError(f"bounded_conv: {depth} valid {k}×{k} convolutions do not fit a {in_shape} input")
+    return ShallowNet(make_normalize(in_shape, mean, std), layers, ch * h * w, num_classes, nonlinear, alpha, in_shape)
+
+# %% ../../nbs/c1_implicit_fourier.ipynb #3da85d6e
+@register_architecture("locally_connected")
+def locally_connected(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, channels: int = 32, depth: int = 1,
+                      kernel_size: int = 3, padding: str = "valid", nonlinear: bool = False, alpha: float = 1.0) -> ShallowNet:
+    "Paper C: `depth` locally connected layers (k×k receptive fields, unshared weights, 32 `channels`), then a readout."
+    depth = check_shallow_knobs("locally_connected", nonlinear, alpha, depth)
+    ch, k = positive_int("channels", channels), positive_int("kernel_size", kernel_size)
+    if padding not in ("valid", "same"):
+        raise ValueError(f"locally_connected: padding must be 'valid' or 'same', got {padding!r}")
+    if padding == "same" and k % 2 == 0:
+        raise ValueError(f"locally_connected: padding='same' needs an odd kernel_size, got {k}")
+    c, h, w = check_in_shape(in_shape)
+    layers = []
+    for i in range(depth):
+        m = LocallyConnected2d(c if i == 0 else ch, ch, (h, w), k, padding=k // 2 if padding == "same" else 0)
+        layers.append(m)
+        h, w = m.out_hw
+    return ShallowNet(make_normalize(in_shape, mean, std), layers, ch * h * w, num_classes, nonlinear, alpha, in_shape)
+
+# %% ../../nbs/c1_implicit_fourier.ipynb #90d5c1b4
+@register_architecture("shallow_resnet")
+def shallow_resnet(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, width: int = 32,
+                   nonlinear: bool = True, alpha: float = 1.0) -> ShallowNet:
+    "Paper C's shallow ResNet: 3×3 conv to `width` channels, one residual block, fully connected readout."
+    check_shallow_knobs("shallow_resnet", nonlinear, alpha)
+    wd = positive_int("width", width)
+    c, h, w = check_in_shape(in_shape)
+    layers = [nn.Conv2d(c, wd, 3, 1, 1), ResidualBlock(wd, nonlinear)]
+    net = ShallowNet(make_normalize(in_shape, mean, std), layers, wd * h * w, num_classes, nonlinear, alpha, in_shape)
+    net.feature_layers = OrderedDict([("stem", "body.act1"), ("block", "body.act2"), ("logits", "body.readout")])
+    return net
+
+# %% ../../nbs/c1_implicit_fourier.ipynb #27c4b563
+def end_to_end_weights(model: nn.Module, pixel_space: bool = False, return_bias: bool = False):
+    "β (num_classes × C × H × W) of a linear paper-C model: logits = ⟨β_k, z⟩ + b_k on the normalised input z."
+    if not getattr(model, "is_linear", False) or not hasattr(model, "body"):
+        raise ValueError(f"end_to_end_weights needs a linear model (paper C's models with nonlinear=False), "
+                         f"got {type(model).__name__} with is_linear={getattr(model, 'is_linear', None)}")
+    m = copy.deepcopy(model).double().eval()
+    c, h, w = model.in_shape
+    z = torch.zeros(1, c, h, w, dtype=torch.float64, device=m.normalize.mean.device, requires_grad=True)
+    out = m.body(z)[0]
+    beta = torch.stack([torch.autograd.grad(out[k], z, retain_graph=True)[0][0] for k in range(out.numel())])
+    bias = out.detach()
+    if pixel_space:
+        mean, std = m.normalize.mean[0], m.normalize.std[0]
+        beta = beta / std
+        bias = bias - (beta * mean).flatten(1).sum(1)
+    dtype = next(model.parameters()).dtype
+    beta, bias = beta.to(dtype), bias.to(dtype)
+    return (beta, bias) if return_bias else beta
 
 # %% ../../nbs/c1_implicit_fourier.ipynb #d8869d58
 def relu_states(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

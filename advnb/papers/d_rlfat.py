@@ -18,12 +18,16 @@ import torch.nn.functional as F
 from ..core import torch_generator
 from ..train import register_objective, trades_kl
 from ..attacks import eval_mode, pgd
+from ..claims import register_paper
 
 # %% auto #0
-__all__ = ['RBS_CUTS', 'RBS_SEED_OFFSET', 'SENSITIVITY_SHIFTS', 'block_sizes', 'block_permutation_index', 'rbs_indices',
+__all__ = ['PAPER', 'RBS_CUTS', 'RBS_SEED_OFFSET', 'SENSITIVITY_SHIFTS', 'block_sizes', 'block_permutation_index', 'rbs_indices',
            'apply_block_indices', 'rbs', 'rlft_loss', 'adversarial_examples', 'rlfat_loss', 'rbs_pgdat_objective',
            'rbs_trades_objective', 'rlfat_p_objective', 'rlfat_t_objective', 'hsv_brightness', 'gamma_map',
            'input_gradients', 'loss_sensitivity', 'sensitivity_row', 'smoothgrad', 'salience_image']
+
+# %% ../../nbs/d1_rlfat.ipynb #a013d042
+PAPER = register_paper("D", "RLFAT: robust local features for adversarial training")  # the report site's page for this paper is titled so
 
 # %% ../../nbs/d1_rlfat.ipynb #df7d1999
 RBS_CUTS = ("random", "even")

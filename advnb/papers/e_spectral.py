@@ -8,6 +8,9 @@ variation inside an L∞ ball, and robust accuracy on the clean-correct examples
 # %% ../../nbs/e1_spectral.ipynb #1a62f5b8
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -15,13 +18,19 @@ import torch.nn.functional as F
 from ..train import Callback, TrainSpec, register_callback
 from ..attacks import Attack, attack_batches, evaluate, pgd, predict
 from ..data import dataset_info, load_dataset, take
+from ..models import FeatureMixin, blocks_per_stage, check_in_shape, make_normalize, positive_int, register_architecture
 from ..zoo import cached_result
+from ..claims import register_paper
 
 # %% auto #0
-__all__ = ['AR_STRENGTHS', 'conv_transfer', 'conv_singular_values', 'layer_singular_values', 'singular_value_stats',
+__all__ = ['PAPER', 'AR_STRENGTHS', 'conv_transfer', 'conv_singular_values', 'layer_singular_values', 'singular_value_stats',
            'clip_conv_singular_values', 'clip_linear_singular_values', 'SpectralNormalisation', 'margins',
-           'target_probability', 'loss_variation', 'paper_e_specs', 'paper_e_data', 'paper_e_label',
+           'target_probability', 'loss_variation', 'FixupBlock', 'FixupResNet', 'fixup_resnet', 'fixup_resnet56',
+           'fixup_resnet110', 'WRN50_2', 'wrn50_2', 'paper_e_specs', 'paper_e_data', 'paper_e_label',
            'generalisation_record', 'cached_generalisation_record', 'gap_se']
+
+# %% ../../nbs/e1_spectral.ipynb #35a78982
+PAPER = register_paper("E", "Regularization of adversarial robustness")  # the report site's page for this paper is titled so
 
 # %% ../../nbs/e1_spectral.ipynb #455bb51d
 def _check_conv(weight: torch.Tensor, n: int, stride: int) -> None:
@@ -173,6 +182,109 @@ def loss_variation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
                         model, x, y, batch_size=batch_size, seed=seed)
     ce = lambda inp: F.cross_entropy(predict(model, inp, batch_size, logits=True), y.cpu(), reduction="none")
     return ce(xa) - ce(x)
+
+# %% ../../nbs/e1_spectral.ipynb #97603fc2
+class FixupBlock(nn.Module):
+    "Basic block without BatchNorm: ReLU(x + conv2(ReLU(conv1(x)))), parameter-free shortcut."
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.relu2 = nn.ReLU()
+        self.stride, self.extra = stride, cout - cin
+
+    def forward(self, x):
+        sc = x
+        if self.stride != 1:
+            sc = sc[:, :, ::self.stride, ::self.stride]  # = AvgPool2d(1, stride) in the Fixup code
+        if self.extra:
+            sc = F.pad(sc, (0, 0, 0, 0, 0, self.extra))
+        return self.relu2(sc + self.conv2(self.relu1(self.conv1(x))))
+
+# %% ../../nbs/e1_spectral.ipynb #18b4b885
+class FixupResNet(FeatureMixin, nn.Module):
+    "CIFAR ResNet of depth 6n+2 without BatchNorm, Fixup initialisation without scalar bias/multiplier layers."
+    feature_layers = OrderedDict([("conv1", "relu"), ("layer1", "layer1"), ("layer2", "layer2"), ("layer3", "layer3"),
+                                  ("penultimate", "flatten"), ("logits", "fc")])
+
+    def __init__(self, num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, depth=56, width=1):
+        super().__init__()
+        n, k = blocks_per_stage("fixup_resnet", depth, 2), positive_int("width", width)
+        c = check_in_shape(in_shape)[0]
+        self.normalize = make_normalize(in_shape, mean, std)
+        self.conv1, self.relu = nn.Conv2d(c, 16 * k, 3, 1, 1, bias=False), nn.ReLU()
+        cin, stages = 16 * k, []
+        for i, stride in enumerate((1, 2, 2)):
+            cout = 16 * k * 2 ** i
+            stages.append(nn.Sequential(*[FixupBlock(cin if j == 0 else cout, cout, stride if j == 0 else 1) for j in range(n)]))
+            cin = cout
+        self.layer1, self.layer2, self.layer3 = stages
+        self.pool, self.flatten = nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        self.fc = nn.Linear(cin, num_classes)
+        self.num_branches = 3 * n
+        for m in self.modules():
+            if isinstance(m, FixupBlock):
+                w1 = m.conv1.weight
+                nn.init.normal_(w1, 0.0, math.sqrt(2 / (w1.shape[0] * w1.shape[2] * w1.shape[3])) * self.num_branches ** -0.5)
+                nn.init.zeros_(m.conv2.weight)
+        nn.init.zeros_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, x):
+        x = self.relu(self.conv1(self.normalize(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(self.flatten(self.pool(x)))
+
+
+@register_architecture("fixup_resnet")
+def fixup_resnet(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, depth: int = 56, width: int = 1) -> FixupResNet:
+    "Paper E's BatchNorm-free CIFAR ResNet (depth 6n+2: 56, 110), Fixup init without the scalar layers."
+    return FixupResNet(num_classes, in_shape, mean, std, depth=depth, width=width)
+
+
+@register_architecture("fixup_resnet56")
+def fixup_resnet56(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, width: int = 1) -> FixupResNet:
+    "Fixup ResNet-56 (paper E)."
+    return FixupResNet(num_classes, in_shape, mean, std, depth=56, width=width)
+
+
+@register_architecture("fixup_resnet110")
+def fixup_resnet110(num_classes=10, in_shape=(3, 32, 32), mean=None, std=None, *, width: int = 1) -> FixupResNet:
+    "Fixup ResNet-110 (paper E)."
+    return FixupResNet(num_classes, in_shape, mean, std, depth=110, width=width)
+
+# %% ../../nbs/e1_spectral.ipynb #67becafc
+class WRN50_2(FeatureMixin, nn.Module):
+    "WRN-50-2 (bottleneck, width factor 2: torchvision's `wide_resnet50_2`) behind `Normalize`, paper E's small-input stem."
+    feature_layers = OrderedDict([("conv1", "body.relu"), ("layer1", "body.layer1"), ("layer2", "body.layer2"),
+                                  ("layer3", "body.layer3"), ("layer4", "body.layer4"), ("penultimate", "body.avgpool"),
+                                  ("logits", "body.fc")])
+
+    def __init__(self, num_classes=200, in_shape=(3, 64, 64), mean=None, std=None, stem="small"):
+        super().__init__()
+        from torchvision.models import wide_resnet50_2
+        if stem not in ("small", "imagenet"):
+            raise ValueError(f"wrn50_2: stem must be 'small' (paper E, 64×64) or 'imagenet', got {stem!r}")
+        c = check_in_shape(in_shape)[0]
+        self.normalize = make_normalize(in_shape, mean, std)
+        self.body = wide_resnet50_2(weights=None, num_classes=num_classes)
+        if stem == "small":  # App. D.2: a 3×3 stride-1 first convolution and no max-pool, for 64×64 inputs
+            self.body.conv1, self.body.maxpool = nn.Conv2d(c, 64, 3, 1, 1, bias=False), nn.Identity()
+        elif c != 3:
+            self.body.conv1 = nn.Conv2d(c, 64, 7, 2, 3, bias=False)
+        for m in self.body.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.xavier_uniform_(m.weight)  # App. D.2
+
+    def forward(self, x):
+        return self.body(self.normalize(x))
+
+
+@register_architecture("wrn50_2")
+def wrn50_2(num_classes=200, in_shape=(3, 64, 64), mean=None, std=None, *, stem: str = "small") -> WRN50_2:
+    "Paper E's Tiny-ImageNet network: WRN-50-2 (torchvision's) with a 3×3 stride-1 stem and no max-pool."
+    return WRN50_2(num_classes, in_shape, mean, std, stem=stem)
 
 # %% ../../nbs/e1_spectral.ipynb #3ac2175a
 AR_STRENGTHS = (0, 4, 8, 16)

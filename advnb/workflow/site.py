@@ -19,17 +19,20 @@ import shutil
 from pathlib import Path
 
 import jinja2
+from importlib.resources import files
 from markupsafe import Markup, escape
 
 import advnb
-from ..claims import load_claims, verdict
+from ..claims import PAPERS, load_claims, verdict
 from ..core import SCALES, atomic_write_text
+from ..registry import load_plugins
 from .project import last_state
 
 # %% auto #0
-__all__ = ['MATHJAX_URL', 'DATASET_KEYS', 'MODEL_KEYS', 'PAPERS', 'VERDICTS', 'mathjax_source', 'install_mathjax',
-           'notebook_html', 'remote_resources', 'parse_output_name', 'run_parameters', 'describe_run', 'outputs',
-           'scales_run', 'claim_rows', 'format_value', 'table_html', 'build_site']
+__all__ = ['MATHJAX_URL', 'TEMPLATE_DIR', 'VERDICTS', 'mathjax_source', 'install_mathjax', 'notebook_html', 'remote_resources',
+           'parse_output_name', 'run_parameters', 'model_parameter_names', 'is_dataset_parameter', 'describe_run',
+           'outputs', 'paper_titles', 'scales_run', 'claim_rows', 'format_value', 'site_environment', 'table_html',
+           'build_site']
 
 # %% ../../nbs/09_site.ipynb #0fe5ccc9
 MATHJAX_URL = "_static/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"  # relative to reports/<scale>/
@@ -56,14 +59,7 @@ def install_mathjax(reports: Path) -> Path:
     return dst
 
 # %% ../../nbs/09_site.ipynb #52ee2109
-_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
-{% block html_head_js_requirejs %}{% endblock html_head_js_requirejs %}
-{% block jupyter_widgets %}{% endblock jupyter_widgets %}
-{% block html_head_js_mermaidjs %}{% endblock html_head_js_mermaidjs %}
-{% block html_head_js_mathjax %}<script>window.MathJax = {"HTML-CSS": {availableFonts: ["STIX-Web"], preferredFont: "STIX-Web",
-  webFont: "STIX-Web", imageFont: null}, SVG: {font: "STIX-Web"}};</script>
-{{ super() }}{% endblock html_head_js_mathjax %}
-"""
+TEMPLATE_DIR = files("advnb.workflow") / "templates"  # package files: site/ (the pages' Jinja2 templates, the CSS), notebook/
 
 
 def notebook_html(ipynb: Path, mathjax_url: str = MATHJAX_URL) -> str:
@@ -72,8 +68,8 @@ def notebook_html(ipynb: Path, mathjax_url: str = MATHJAX_URL) -> str:
     from nbconvert import HTMLExporter
     nb = nbformat.read(str(ipynb), as_version=4)
     nb.metadata.pop("widgets", None)  # saved widget state would pull the widget manager from a CDN
-    exporter = HTMLExporter(template_name="lab", template_file="advnb_offline.html.j2", mathjax_url=mathjax_url,
-                            extra_loaders=[jinja2.DictLoader({"advnb_offline.html.j2": _OFFLINE_TEMPLATE})])
+    exporter = HTMLExporter(template_name="lab", template_file="offline_notebook.html.j2", mathjax_url=mathjax_url,
+                            extra_loaders=[jinja2.FileSystemLoader(str(TEMPLATE_DIR / "notebook"))])
     body, _ = exporter.from_notebook_node(nb)
     return body
 
@@ -103,33 +99,42 @@ def parse_output_name(stem: str) -> dict:
             "label": label, "name": m["name"].strip("_"), "variant": m["variant"] or ""}
 
 # %% ../../nbs/09_site.ipynb #5beeb277
-DATASET_KEYS = ("dataset", "datasets", "saliency_dataset")
-MODEL_KEYS = ("arch", "arch_kwargs", "width", "fc_hidden", "n_per_class", "epochs", "weight_decays", "alphas", "lam",
-              "strengths", "rbs_k")
+def _cells(ipynb: Path, tag: str) -> list[str]:
+    "The sources of the code cells of a notebook file tagged `tag` (none when the file is missing or damaged)."
+    try:
+        nb = json.loads(Path(ipynb).read_text())
+    except (OSError, ValueError):
+        return []
+    return ["".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in nb.get("cells", [])
+            if c.get("cell_type") == "code" and tag in c.get("metadata", {}).get("tags", [])]
 
 
 def run_parameters(ipynb: Path) -> dict:
     "The parameters an executed notebook ran with: its `parameters` cell, then what papermill injected."
-    try:
-        nb = json.loads(Path(ipynb).read_text())
-    except (OSError, ValueError):
-        return {}
     out = {}
-    for tag in ("parameters", "injected-parameters"):
-        for cell in nb.get("cells", []):
-            if cell.get("cell_type") == "code" and tag in cell.get("metadata", {}).get("tags", []):
-                src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+    for src in _cells(ipynb, "parameters") + _cells(ipynb, "injected-parameters"):
+        try:
+            body = ast.parse(src).body
+        except SyntaxError:
+            continue
+        for node in body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
                 try:
-                    body = ast.parse(src).body
-                except SyntaxError:
-                    continue
-                for node in body:
-                    if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-                        try:
-                            out[node.targets[0].id] = ast.literal_eval(node.value)
-                        except ValueError:
-                            pass
+                    out[node.targets[0].id] = ast.literal_eval(node.value)
+                except ValueError:
+                    pass
     return out
+
+
+def model_parameter_names(ipynb: Path) -> set[str]:
+    "The names the notebook's cells tagged `models` read: among them, the parameters that decide its models."
+    names = set()
+    for src in _cells(ipynb, "models"):
+        try:
+            names |= {n.id for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        except SyntaxError:
+            continue
+    return names
 
 
 def _short(v) -> str:
@@ -140,11 +145,18 @@ def _short(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def describe_run(params: dict) -> tuple[str, str]:
-    "(data set, models) in words from a run's parameters: `('synthetic-cifar10', 'arch wrn, epochs 2, ...')`."
-    ds = next((params[k] for k in DATASET_KEYS if params.get(k)), "")
+def is_dataset_parameter(name: str) -> bool:
+    "Whether a parameter names the data set(s) a notebook runs on: `dataset`, `datasets`, `saliency_dataset`."
+    return name in ("dataset", "datasets") or name.endswith("_dataset")
+
+
+def describe_run(params: dict, model_names=()) -> tuple[str, str]:
+    """(data set, models) in words from a run's parameters, in their order: the data set parameters, and the
+    parameters in `model_names` (scale and seed left out): `('synthetic-cifar10', 'arch wrn, epochs 2, ...')`."""
+    ds = next((params[k] for k in params if is_dataset_parameter(k) and params[k]), "")
     ds = ", ".join(ds) if isinstance(ds, (list, tuple)) else str(ds)
-    models = ", ".join(f"{k} {_short(params[k])}" for k in MODEL_KEYS if k in params and params[k] not in ({}, None, ""))
+    models = ", ".join(f"{k} {_short(v)}" for k, v in params.items() if k in set(model_names) and not is_dataset_parameter(k)
+                       and k not in ("scale", "seed") and v not in ({}, None, ""))
     return ds, models
 
 # %% ../../nbs/09_site.ipynb #433beb29
@@ -164,7 +176,7 @@ def outputs(reports: Path, kind: str) -> list[dict]:
     sidecar, the notebook that wrote it, its caption and the page (paper) it goes on."""
     reports = Path(reports)
     ext = "png" if kind == "figures" else "csv"
-    params: dict[str, dict] = {}
+    params: dict[str, tuple[dict, set]] = {}
     out = []
     for f in sorted((reports / kind).glob(f"*.{ext}")):
         rec = parse_output_name(f.stem)
@@ -175,8 +187,8 @@ def outputs(reports: Path, kind: str) -> list[dict]:
             meta = {}
         nb = meta.get("notebook", "")
         if nb and nb not in params:
-            params[nb] = run_parameters(reports / f"{nb}.ipynb")
-        ds, models = describe_run(params.get(nb, {}))
+            params[nb] = run_parameters(reports / f"{nb}.ipynb"), model_parameter_names(reports / f"{nb}.ipynb")
+        ds, models = describe_run(*params.get(nb, ({}, set())))
         rec.update(file=f"{kind}/{f.name}", notebook=nb, dataset=meta.get("dataset") or ds,
                    models=_short(meta["models"]) if meta.get("models") else models, note=meta.get("caption", ""),
                    scale=meta.get("scale", reports.name), page=rec["paper"] or (_group(nb) if nb else "foundation"))
@@ -188,12 +200,13 @@ def outputs(reports: Path, kind: str) -> list[dict]:
     return out
 
 # %% ../../nbs/09_site.ipynb #9ca89b20
-PAPERS = {"A": "Dissecting local properties of adversarial examples",
-          "B": "Smooth kernels improve adversarial robustness",
-          "C": "Learning dynamics and implicit Fourier regularisation",
-          "D": "RLFAT: robust local features for adversarial training",
-          "E": "Regularization of adversarial robustness"}
 VERDICTS = ("holds", "does not hold", "inconclusive")
+
+
+def paper_titles() -> dict[str, str]:
+    "{letter: title} of every paper a module declared with `advnb.claims.register_paper`, the plug-ins loaded first."
+    load_plugins()
+    return dict(sorted(PAPERS.items()))
 
 
 def scales_run(reports_root: Path) -> list[str]:
@@ -230,173 +243,14 @@ def format_value(v) -> Markup:
     return escape("" if v is None else str(v))
 
 # %% ../../nbs/09_site.ipynb #3e704cca
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1d2433;background:#fafbfc}
-header{background:#1d2433;color:#fff;padding:.8em 2em} header a{color:#cfe0ff;margin-right:1em} header b{margin-right:1.5em}
-main{padding:1em 2em;max-width:1300px} h1{margin:.2em 0 .4em} h2{margin-top:1.6em;border-bottom:1px solid #dde;padding-bottom:.2em}
-table{border-collapse:collapse;margin:.6em 0;background:#fff;max-width:100%} td,th{border:1px solid #d5d9e0;padding:4px 7px;
-vertical-align:top;text-align:left;overflow-wrap:anywhere} th{background:#eef1f5} .wide{width:100%;table-layout:fixed}
-table.auto{table-layout:auto} table.auto th{overflow-wrap:normal}
-.badge{display:inline-block;border-radius:9px;padding:1px 8px;font-size:12px;white-space:nowrap;margin:1px}
-.holds,.ok{background:#dff3df} .does-not-hold,.failed,.interrupted{background:#fbdcdc} .inconclusive,.running{background:#fff3c4}
-.not-run,.none{background:#eee} dl.kv{display:grid;grid-template-columns:fit-content(55%) minmax(0,1fr);gap:0 .6em;margin:0;font-size:13px}
-dl.kv dt{color:#566;overflow-wrap:anywhere} dl.kv dd{margin:0;min-width:0}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(380px,1fr));gap:1em}
-.card{background:#fff;border:1px solid #d5d9e0;border-radius:8px;padding:.8em 1em} .card h3{margin:.1em 0 .4em}
-.bar{display:flex;height:10px;border-radius:5px;overflow:hidden;margin:.4em 0;background:#eee} .bar span{display:block}
-.bar .holds{background:#5cb85c} .bar .does-not-hold{background:#d9534f} .bar .inconclusive{background:#f0c040}
-figure{display:inline-block;vertical-align:top;margin:6px;width:360px;background:#fff;border:1px solid #e1e4e8;padding:6px}
-figure img{max-width:100%} figure.main{width:auto;max-width:min(100%,1000px)}
-figcaption{font-size:12.5px;line-height:1.35} figcaption .run{color:#556}
-.fig-group{margin:.4em 0 1em} details>summary{cursor:pointer;color:#2457a6} small,.muted{color:#667}
-th.paper-col,td.paper-col{background:#eef4ff} .variant .claim{padding-left:1.6em} .variant{font-size:95%}
-.filters{background:#fff;border:1px solid #d5d9e0;padding:.6em 1em;border-radius:6px;position:sticky;top:0}
-.filters label{margin-right:1.4em} .stmt{font-size:14px} td.v{font-size:13px}
-"""
-
-_BASE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>{{ title }} — advnb {{ scale }}</title><style>{{ css }}</style></head><body>
-<header><b>advnb · {{ scale }} scale</b><a href="index.html">index</a><a href="claims.html">claims</a>
-{%- for p in pages %}<a href="{{ p.href }}">{{ p.short }}</a>{% endfor %}
-<span class="muted">scales:</span>{% for s in scales %} <a href="../{{ s }}/index.html">{{ s }}</a>{% endfor %}</header>
-<main>{% block main %}{% endblock %}</main></body></html>"""
-
-_MACROS = """
-{% macro badge(v) %}<span class="badge {{ v|replace(' ', '-') }}">{{ v }}</span>{% endmacro %}
-{% macro bar(c) %}{% set n = c.total or 1 %}
-<div class="bar" title="{{ c.holds }} hold, {{ c['does not hold'] }} do not hold, {{ c.inconclusive }} inconclusive">
-{%- for v in verdicts %}<span class="{{ v|replace(' ', '-') }}" style="width:{{ 100 * c[v] / n }}%"></span>{% endfor %}
-</div>{% endmacro %}
-{% macro counts(c) %}{{ c.total }} claim{{ '' if c.total == 1 else 's' }}:
-<span class="badge holds">{{ c.holds }} hold{{ 's' if c.holds == 1 }}</span>
-<span class="badge does-not-hold">{{ c['does not hold'] }} do{{ 'es' if c['does not hold'] == 1 }} not hold</span>
-<span class="badge inconclusive">{{ c.inconclusive }} inconclusive</span>{% endmacro %}
-{% macro nbrow(n) %}<tr class="{{ n.status|replace(' ', '-') }}"><td>{% if n.html %}<a href="{{ n.html }}">{{ n.stem }}</a>
-(<a href="{{ n.stem }}.ipynb">ipynb</a>){% else %}{{ n.stem }}{% endif %}</td><td>{{ n.status }}{% if n.error %}<br>
-<small>{{ n.error }}</small>{% endif %}</td>
-<td>{{ n.seconds }}</td><td>{{ n.started }}</td></tr>{% endmacro %}
-{% macro nbtable(nbs) %}<table><tr><th>notebook</th><th>status</th><th>seconds</th><th>started (UTC)</th></tr>
-{% for n in nbs %}{{ nbrow(n) }}{% endfor %}</table>{% endmacro %}
-{% macro caption(f) %}<b>{{ f.label or f.name }}
-</b>{% if f.paper %} · paper {{ f.paper }}{% endif %}{% if f.label %}: {{ f.name|replace('_', ' ') }}{% endif %}
-{% if f.variant %} <span class="badge inconclusive">@{{ f.variant }}</span>{% endif %}{% if f.note %}<br>{{ f.note }}{% endif %}
-<br><span class="run">run: {% if f.notebook %}<a href="{{ f.notebook }}.html">{{ f.notebook }}</a>, {% endif %}{{ f.scale }} scale
-{%- if f.dataset %}; data set {{ f.dataset }}{% endif %}{% if f.models %}; models: {{ f.models }}{% endif %}</span>{% endmacro %}
-"""
-
-_INDEX = """{% extends 'base' %}{% import 'macros' as m with context %}{% block main %}
-<h1>advnb — {{ scale }} scale</h1>
-<p>Five papers on the local and frequency structure of adversarial examples, reproduced by running notebooks.
-advnb {{ version }}; this page was written {{ now }}. {{ m.counts(total) }} ·
-<a href="claims.html">all claims, filterable, every scale</a></p>
-<p class="muted">{{ nbsum }}</p>
-<div class="cards">{% for p in groups %}<div class="card" id="card-{{ p.key }}"><h3><a href="{{ p.href }}">{{ p.short }}</a></h3>
-<div>{{ p.title }}</div>{% if p.counts.total %}{{ m.bar(p.counts) }}<div>{{ m.counts(p.counts) }}</div>{% endif %}
-<div>{% for n in p.notebooks %}<span class="badge {{ n.status|replace(' ', '-') }}" title="{{ n.status }}">{% if n.html %}
-<a href="{{ n.html }}">{{ n.stem }}</a>{% else %}{{ n.stem }}{% endif %}</span> {% endfor %}</div>
-<div class="muted">{{ p.figures|length }} figures · {{ p.tables|length }} tables · <a href="{{ p.href }}">open the page</a></div>
-{% if p.claims %}<details><summary>its claims</summary><ul>{% for c in p.claims %}
-<li>{{ m.badge(c.verdict) }} <a href="{{ p.href }}#{{ c.anchor }}">{{ c.id }}</a></li>{% endfor %}</ul></details>{% endif %}
-{% if p.tables %}<details><summary>its tables</summary><ul>{% for t in p.tables %}<li>
-<a href="{{ p.href }}#{{ t.stem|anchor }}">{{ t.stem }}</a></li>{% endfor %}</ul></details>{% endif %}
-</div>{% endfor %}</div>
-<h2>Notebooks</h2>{{ m.nbtable(notebooks) }}
-{% endblock %}"""
-
-_PAPER = """{% extends 'base' %}{% import 'macros' as m with context %}{% block main %}
-<h1>{{ p.short }}</h1><p>{{ p.title }}</p>
-{% if p.counts.total %}{{ m.bar(p.counts) }}
-<p>{{ m.counts(p.counts) }} (<a href="claims.html#paper={{ p.key }}">on the claims page, every scale</a>)</p>{% endif %}
-<h2>Notebooks</h2>{% if p.notebooks %}{{ m.nbtable(p.notebooks) }}{% else %}<p>None rendered at this scale yet.</p>{% endif %}
-<h2>Claims</h2>{% if p.claims %}<table class="wide"><colgroup><col style="width:25%"><col style="width:20%"><col style="width:33%">
-<col style="width:9%"><col style="width:13%"></colgroup>
-<tr><th>claim</th><th>paper's value</th><th>ours ({{ scale }})</th><th>verdict</th><th>other scales</th></tr>
-{% for c in p.claims %}<tr id="{{ c.anchor }}" class="{{ 'variant' if c.variant }}"><td class="claim">
-<small>§{{ c.section }} · {{ c.id }}</small>
-<div class="stmt">{{ c.statement }}</div>
-<details><summary>criterion</summary><small>{{ c.criterion }}</small>{% if c.notes %}<br><small>{{ c.notes }}</small>{% endif %}
-</details></td>
-<td class="v">{{ c.paper_value|value }}</td><td class="v">{{ c.our_value|value }}{% if c.dataset %}<br><small>{{ c.dataset }}
-</small>{% endif %}</td>
-<td>{{ m.badge(c.verdict) }}</td><td>{% for s, v in c.others %}{{ s }}: {{ m.badge(v) }}<br>{% endfor %}</td></tr>{% endfor %}</table>
-{% else %}<p>No claims recorded at this scale yet.</p>{% endif %}
-<h2>Figures</h2>{% for g in p.figure_groups %}<div class="fig-group"><h3>{{ g.label }}</h3>
-{% for f in g.main %}<figure class="main" id="{{ f.stem|anchor }}"><a href="{{ f.file }}"><img src="{{ f.file }}" alt="{{ f.stem }}"></a>
-<figcaption>{{ m.caption(f) }}
-{% if f.pdf %} (<a href="{{ f.pdf }}">pdf</a>){% endif %}</figcaption></figure>{% endfor %}
-{% if g.panels %}<details{{ ' open' if not g.main }}><summary>{{ g.panels|length }} panel(s) alone</summary>{% for f in g.panels %}
-<figure id="{{ f.stem|anchor }}"><a href="{{ f.file }}"><img src="{{ f.file }}" alt="{{ f.stem }}"></a>
-<figcaption>{{ m.caption(f) }}{% if f.pdf %} (<a href="{{ f.pdf }}">pdf</a>){% endif %}</figcaption></figure>{% endfor %}
-</details>{% endif %}</div>
-{% else %}<p>None at this scale yet.</p>{% endfor %}
-<h2>Tables</h2><p class="muted">Columns holding the paper's values are shaded blue.</p>{% for t in p.tables %}
-<div id="{{ t.stem|anchor }}"><h3>{{ t.label or t.name }}</h3>
-<p><small>{{ m.caption(t) }} · <a href="{{ t.file }}">csv</a>{% if t.md %} · <a href="{{ t.md }}">md</a>{% endif %}</small></p>
-{% if t.rows > 30 %}<details><summary>{{ t.rows }} rows</summary>{{ t.html }}</details>{% else %}{{ t.html }}{% endif %}</div>
-{% else %}<p>None at this scale yet.</p>{% endfor %}
-{% endblock %}"""
-
-_CLAIMS = """{% extends 'base' %}{% import 'macros' as m with context %}{% block main %}
-<h1>Claims — every scale</h1><p>Each paper claim the notebooks test, with the paper's value, ours and the verdict at every
-scale that has been run ({{ cscales|join(', ') }}); a variant run (<code>@name=value</code>) sits under its claim.</p>
-<div class="filters"><label>paper <select id="f-paper"><option value="">all</option>{% for p in papers %}<option>{{ p }}
-</option>{% endfor %}</select></label>
-<label>verdict <select id="f-verdict"><option value="">any</option>{% for v in verdicts %}<option>{{ v }}</option>{% endfor %}</select>
-</label>
-<label>scale <select id="f-scale"><option value="">all</option>{% for s in cscales %}<option>{{ s }}</option>{% endfor %}</select></label>
-<span id="f-count"></span></div>
-<table class="wide auto" id="claims"><thead><tr><th style="width:7%">paper</th><th style="width:25%">claim</th>
-<th style="width:17%">paper's value</th>
-{% for s in cscales %}<th data-scale-col="{{ s }}">{{ s }}: ours</th><th data-scale-col="{{ s }}" style="width:9%">{{ s }}
-</th>{% endfor %}</tr></thead><tbody>
-{% for r in rows %}<tr data-paper="{{ r.paper }}" data-verdicts="{{ r.verdicts|tojson|forceescape }}" class="{{ 'variant' if r.variant }}">
-<td>{{ r.paper }} §{{ r.section }}</td>
-<td class="claim">{% if r.variant %}<small>@{{ r.variant }}</small>{% else %}<small>{{ r.id }}</small>
-<div class="stmt">{{ r.statement }}</div>{% endif %}</td>
-<td class="v">{{ r.paper_value|value }}</td>{% for s in cscales %}{% set a = r.at.get(s) %}
-<td class="v" data-scale-col="{{ s }}">{% if a %}{{ a.our_value|value }}<br><small>{{ a.dataset }}</small>{% endif %}</td>
-<td data-scale-col="{{ s }}">{% if a %}{{ m.badge(a.verdict) }}{% else %}<span class="badge none">not run</span>{% endif %}
-</td>{% endfor %}</tr>
-{% endfor %}</tbody></table>
-<script>
-(function () {
-  var rows = Array.prototype.slice.call(document.querySelectorAll('#claims tbody tr'));
-  function $(id) { return document.getElementById(id); }
-  function apply() {
-    var p = $('f-paper').value, v = $('f-verdict').value, s = $('f-scale').value, n = 0;
-    rows.forEach(function (tr) {
-      var at = JSON.parse(tr.dataset.verdicts), scales = s ? [s] : Object.keys(at);
-      var ok = (!p || tr.dataset.paper === p) && scales.some(function (k) { return k in at && (!v || at[k] === v); });
-      tr.hidden = !ok; if (ok) n++;
-    });
-    document.querySelectorAll('[data-scale-col]').forEach(function (c) { c.hidden = !!s && c.dataset.scaleCol !== s; });
-    $('f-count').textContent = n + ' of ' + rows.length + ' claims shown';
-    history.replaceState(null, '', '#paper=' + p + '&verdict=' + encodeURIComponent(v) + '&scale=' + s);
-  }
-  function fromHash() {  // claims.html#paper=A&verdict=holds (the paper pages link here so); what it omits is 'all'
-    ['f-paper', 'f-verdict', 'f-scale'].forEach(function (id) { $(id).value = ''; });
-    decodeURIComponent(location.hash.slice(1)).split('&').forEach(function (kv) {
-      var i = kv.indexOf('='), el = $('f-' + kv.slice(0, i));
-      if (el && i > 0) el.value = kv.slice(i + 1);
-    });
-    apply();
-  }
-  ['f-paper', 'f-verdict', 'f-scale'].forEach(function (id) { $(id).addEventListener('change', apply); });
-  window.addEventListener('hashchange', fromHash);
-  fromHash();
-})();
-</script>
-{% endblock %}"""
-
-
 def _anchor(s: str) -> str:
     return "x-" + re.sub(r"[^A-Za-z0-9_-]", "-", s)
 
 
-def _env() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.DictLoader({"base": _BASE, "macros": _MACROS, "index": _INDEX,
-                                                      "paper": _PAPER, "claims": _CLAIMS}),
-                             autoescape=True, undefined=jinja2.StrictUndefined)
+def site_environment() -> jinja2.Environment:
+    "The site's Jinja2 environment: the package's templates, autoescaped, an undefined name an error."
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR / "site")), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
     env.filters.update(value=format_value, anchor=_anchor)
     return env
 
@@ -453,8 +307,9 @@ def build_site(reports_root: Path, scale: str, stems: list[str] | None = None) -
             a = r["at"][scale]
             here.append({**a, "id": r["id"], "variant": r["variant"], "anchor": _anchor(r["id"]),
                          "others": [(s, x["verdict"]) for s, x in r["at"].items() if s != scale]})
-    keys = list(PAPERS) + sorted({x for x in [*(c["paper"] for c in here), *(f["page"] for f in figures + tables),
-                                              *(_group(n["stem"]) for n in notebooks)] if x not in PAPERS and x != "foundation"})
+    titles = paper_titles()
+    keys = list(titles) + sorted({x for x in [*(c["paper"] for c in here), *(f["page"] for f in figures + tables),
+                                              *(_group(n["stem"]) for n in notebooks)] if x not in titles and x != "foundation"})
     groups = []
     for k in [*keys, "foundation"]:
         figs = [f for f in figures if f["page"] == k]
@@ -466,27 +321,27 @@ def build_site(reports_root: Path, scale: str, stems: list[str] | None = None) -
             g["main" if num == main else "panels"].append(f)
         groups.append({"key": k, "href": f"paper-{k}.html" if k != "foundation" else "foundation.html",
                        "short": f"Paper {k}" if k != "foundation" else "Foundation",
-                       "title": PAPERS.get(k, "the notebooks every paper builds on: data, models, attacks, claims, training, "
+                       "title": titles.get(k, "the notebooks every paper builds on: data, models, attacks, claims, training, "
                                              "zoo, plots, runner, site, report" if k == "foundation" else ""),
                        "notebooks": [n for n in notebooks if _group(n["stem"]) == k],
                        "claims": [c for c in here if c["paper"] == k], "figures": figs, "figure_groups": list(by_num.values()),
                        "tables": [t for t in tables if t["page"] == k]})
         groups[-1]["counts"] = _counts(c["verdict"] for c in groups[-1]["claims"])
-    env = _env()
+    env = site_environment()
     scales = [s for s in SCALES if s == scale or (reports_root / s / "index.html").exists()]  # sites to link to
-    common = dict(css=Markup(_CSS), scale=scale, scales=scales, verdicts=VERDICTS,
+    common = dict(css=Markup((TEMPLATE_DIR / "site" / "site.css").read_text()), scale=scale, scales=scales, verdicts=VERDICTS,
                   pages=[{"href": g["href"], "short": g["short"].replace("Paper ", "")} for g in groups])
     status = {}
     for n in notebooks:
         status[n["status"]] = status.get(n["status"], 0) + 1
     nbsum = f"{len(notebooks)} notebooks: " + ", ".join(f"{v} {k}" for k, v in sorted(status.items()))
     for g in groups:
-        atomic_write_text(reports / g["href"], env.get_template("paper").render(title=g["short"], p=g, **common))
+        atomic_write_text(reports / g["href"], env.get_template("paper.html.j2").render(title=g["short"], p=g, **common))
     claim_list = [{**r, "paper_value": next(iter(r["at"].values()))["paper_value"],
                    "verdicts": {s: a["verdict"] for s, a in r["at"].items()}} for r in rows]
-    atomic_write_text(reports / "claims.html", env.get_template("claims").render(
+    atomic_write_text(reports / "claims.html", env.get_template("claims.html.j2").render(
         title="Claims", rows=claim_list, papers=sorted({r["paper"] for r in rows}),
         cscales=scales_run(reports_root), **common))
-    return atomic_write_text(reports / "index.html", env.get_template("index").render(
+    return atomic_write_text(reports / "index.html", env.get_template("index.html.j2").render(
         title="Index", groups=groups, notebooks=notebooks, total=_counts(c["verdict"] for c in here), nbsum=nbsum,
         version=advnb.__version__, now=_dt.datetime.now().isoformat(timespec="seconds"), **common))
