@@ -152,7 +152,7 @@ def test_code_fingerprint_follows_calls_and_imports_inside_functions():
     from advnb.train import pgd_at_objective
     from advnb import attacks
     seen = {f"{o.__module__}.{o.__qualname__}" for o in core._referenced(pgd_at_objective)}
-    assert "advnb.attacks.pgd" in seen and not any(s.startswith("torch") for s in seen)
+    assert "advnb.gradient_attacks.pgd" in seen and not any(s.startswith("torch") for s in seen)
     assert not core._is_project_code(torch.nn.Linear) and core._is_project_code(attacks.pgd)
 
 
@@ -225,7 +225,7 @@ def test_spec_key_ignores_docstrings_comments_layout_and_module(tmp_path, monkey
 
 
 def test_spec_key_changes_with_a_line_of_pgd(tmp_path, monkeypatch):
-    from advnb import attacks
+    from advnb import gradient_attacks as attacks  # where pgd is defined (advnb.attacks re-exports it)
     from advnb.train import TrainSpec
     spec = TrainSpec(arch="simple_cnn", dataset="synthetic-mnist", objective="pgd_at",
                      objective_kwargs=dict(eps=0.1, alpha=0.025, steps=3))

@@ -18,17 +18,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # (module, tests, original text, mutated text, what the bug is)
 MUTANTS = [
-    ("attacks", "tests/test_attacks.py", "return x + (2 * u - 1) * eps", "return x + (2 * u - 1) * 2 * eps",
+    ("gradient_attacks", "tests/test_attacks.py", "return self.x + (2 * u - 1) * self.eps", "return self.x + (2 * u - 1) * 2 * self.eps",
      "PGD's L-inf random start drawn from a 2-eps box"),
-    ("attacks", "tests/test_attacks.py", "x_adv.add_(g.sign(), alpha=alpha)", "x_adv.add_(g.sign(), alpha=-alpha)",
+    ("gradient_attacks", "tests/test_attacks.py", "x_adv.add_(g.sign(), alpha=alpha)", "x_adv.add_(g.sign(), alpha=-alpha)",
      "PGD descends instead of ascending"),
-    ("attacks", "tests/test_attacks.py", "return (x + eps * g.sign()).clamp_(0, 1).detach()",
+    ("gradient_attacks", "tests/test_attacks.py", "return (x + eps * g.sign()).clamp_(0, 1).detach()",
      "return (x + eps * g.sign()).detach()", "FGSM leaves [0, 1]"),
     ("attacks", "tests/test_attacks.py", "xa = atk(model, xb, yb, seed=seed + i)", "xa = atk(model, xb, yb, seed=seed)",
      "evaluate seeds every batch alike"),
     ("attacks", "tests/test_attacks.py", "return _mean(rc[self.clean_correct]) if clean_first else _mean(rc)",
      "return _mean(rc)", "the clean-first robust accuracy ignores its option"),
-    ("attacks", "tests/test_attacks.py", "ok &= norms <= float(eps) + 1e-6 * (1 + float(eps))", "pass",
+    ("gradient_attacks", "tests/test_attacks.py", "ok &= norms <= float(eps) + 1e-6 * (1 + float(eps))", "pass",
      "success ignores the budget"),
     ("train", "tests/test_train.py", "lr_at(spec, epoch + i / steps_per_epoch)", "lr_at(spec, epoch + 1 + i / steps_per_epoch)",
      "learning-rate milestones one epoch early"),
@@ -42,19 +42,19 @@ MUTANTS = [
      "resume skips the random-number state"),
     ("checkpoints", "tests/test_train.py tests/test_zoo.py",
      'if meta.get("sha256") != _sha256(path):', "if False:", "the checkpoint hash is not verified"),
-    ("rlfat", "tests/test_rlfat.py", "loss = parts[\"ce\"] + lam * parts[\"kl\"]", "loss = parts[\"ce\"] + parts[\"kl\"]",
+    ("papers/d_rlfat", "tests/test_rlfat.py", "loss = parts[\"ce\"] + lam * parts[\"kl\"]", "loss = parts[\"ce\"] + parts[\"kl\"]",
      "TRADES' lambda ignored"),
-    ("rlfat", "tests/test_rlfat.py", "loss = loss + eta * parts[\"rlft\"]", "loss = loss - eta * parts[\"rlft\"]",
+    ("papers/d_rlfat", "tests/test_rlfat.py", "loss = loss + eta * parts[\"rlft\"]", "loss = loss - eta * parts[\"rlft\"]",
      "the RLFT term's sign flipped"),
-    ("rlfat", "tests/test_rlfat.py", "generator=torch_generator(seed + RBS_SEED_OFFSET)) if rlfl",
+    ("papers/d_rlfat", "tests/test_rlfat.py", "generator=torch_generator(seed + RBS_SEED_OFFSET)) if rlfl",
      "generator=torch_generator(seed)) if rlfl", "RBS shares PGD's seed"),
-    ("frequency", "tests/test_frequency.py", "return frequency_radius(h, w, device) <= scale + 1e-9",
+    ("papers/a_frequency", "tests/test_frequency.py", "return frequency_radius(h, w, device) <= scale + 1e-9",
      "return frequency_radius(h, w, device) < scale", "a radius exactly at the scale counts as outside"),
-    ("frequency", "tests/test_frequency.py",
+    ("papers/a_frequency", "tests/test_frequency.py",
      "return (low_pass(x_a, scale) + high_pass(x_b, scale), low_pass(x_b, scale) + high_pass(x_a, scale))",
      "return (low_pass(x_a, scale) + high_pass(x_b, scale), low_pass(x_b, scale) + high_pass(x_b, scale))",
      "the swap keeps x_b's high frequencies in both"),
-    ("frequency", "tests/test_frequency.py", "u = (torch.arange(h, device=device, dtype=dtype) - h // 2) / (h / 2)",
+    ("papers/a_frequency", "tests/test_frequency.py", "u = (torch.arange(h, device=device, dtype=dtype) - h // 2) / (h / 2)",
      "u = (torch.arange(h, device=device, dtype=dtype) - h // 2) / h", "the radius is not normalised to Nyquist"),
 ]
 
@@ -79,13 +79,13 @@ def main(only):
         if only and module not in only:
             continue
         fate = run_mutant(module, tests, old, new)
-        print(f"{fate:9} {module:12} {what}", flush=True)
+        print(f"{fate:9} {module:20} {what}", flush=True)
         if fate != "stale":
             tally[module][0] += fate == "killed"
             tally[module][1] += 1
     print("\nkill rate per module:")
     for module, (k, n) in tally.items():
-        print(f"  {module:12} {k}/{n}")
+        print(f"  {module:20} {k}/{n}")
     return 0 if all(k == n for k, n in tally.values()) else 1
 
 
