@@ -6,8 +6,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from advnb.papers.a_local_response import (FIG4_KERNELS, FIG4_PERTURBATIONS, PAPER_A_LAYERS, figure4_example,
-                                  local_response_difference, local_response_differences, response_differences,
-                                  summarize)
+                                          last_layer_gap_excess, local_response_difference, local_response_differences,
+                                          per_image_statistic, recovered_fraction, response_differences, success_gaps,
+                                          summarize, transfer_ratio)
 
 
 def test_figure4_numbers_come_out_exactly():
@@ -127,3 +128,22 @@ def test_response_differences_and_summarize():
     assert np.isnan(summarize(d, torch.tensor([False, False, False])).loc["Max", "L"])
     with pytest.raises(ValueError):  # TinyNet has none of the default layers Conv1 … Layer4
         local_response_differences(TinyNet(), torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 3, 3))
+
+
+def test_the_helpers_that_decide_the_43_claims_give_hand_computed_answers():
+    T = np.array([[1.0, 2.0, 4.0], [1.0, 2.0, 2.0], [1.0, 1.0, 1.0], [1.0, 1.0, 3.0]])
+    fooled = np.array([True, True, False, False])
+    # successful means (1, 2, 3), failed means (1, 1, 2): gaps 0, 1, 0.5
+    np.testing.assert_allclose(success_gaps(T, fooled), [0.0, 1.0, 0.5])
+    assert last_layer_gap_excess(T, fooled) == pytest.approx(0.5 - 1.0)  # Layer4 below the largest other gap
+    assert np.isnan(success_gaps(T, np.ones(4, bool))).all() and np.isnan(success_gaps(T, np.zeros(4, bool))).all()
+    assert transfer_ratio(np.array([2.0, 4.0]), np.array([1.0, 2.0])) == pytest.approx(0.5)
+    clean, robust, transferred = np.array([1, 1, 1, 1, 0]), np.array([0, 0, 0, 1, 0]), np.array([1, 1, 0, 1, 0])
+    assert recovered_fraction(clean, robust, transferred) == pytest.approx((0.6 - 0.2) / (0.8 - 0.2))
+    assert np.isnan(recovered_fraction(clean, clean, transferred))  # PGD takes nothing away: no fraction
+
+
+def test_per_image_statistic_is_images_by_layers_in_the_layers_order():
+    diffs = {"Conv1": {"max": torch.tensor([1.0, 2.0]), "total": torch.tensor([3.0, 4.0])},
+             "Layer0": {"max": torch.tensor([5.0, 6.0]), "total": torch.tensor([7.0, 8.0])}}
+    np.testing.assert_array_equal(per_image_statistic(diffs, "total"), [[3.0, 7.0], [4.0, 8.0]])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
@@ -20,7 +21,8 @@ from ..models import extract_features
 
 # %% auto #0
 __all__ = ['FIG4_PERTURBATIONS', 'FIG4_KERNELS', 'FIG4_PAPER', 'PAPER_A_LAYERS', 'local_response_difference', 'figure4_example',
-           'response_differences', 'local_response_differences', 'summarize', 'side_by_side']
+           'response_differences', 'local_response_differences', 'summarize', 'side_by_side', 'per_image_statistic',
+           'success_gaps', 'last_layer_gap_excess', 'transfer_ratio', 'recovered_fraction']
 
 # %% ../../nbs/a3_local_response.ipynb #aa8b73c4
 FIG4_PERTURBATIONS = {
@@ -106,3 +108,31 @@ def side_by_side(left: pd.DataFrame, right: pd.DataFrame, labels: tuple[str, str
     cols = [c if isinstance(c, str) else str(c) for c in left.columns]
     return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["statistic", "side", "source"]),
                         columns=[c[0].upper() + c[1:] for c in cols])
+
+# %% ../../nbs/a3_local_response.ipynb #afac258e
+def per_image_statistic(diffs: dict, stat: str) -> np.ndarray:
+    "(images, layers) array of one statistic (`'max'` or `'total'`) of `local_response_differences`' output."
+    return np.stack([diffs[layer][stat].numpy() for layer in diffs], 1)
+
+
+def success_gaps(totals: np.ndarray, success: np.ndarray) -> np.ndarray:
+    "Per layer, mean Total over the successful attacks / over the failed ones − 1 (NaN when a group is empty)."
+    if success.all() or not success.any():
+        return np.full(totals.shape[1], np.nan)
+    return totals[success].mean(0) / totals[~success].mean(0) - 1
+
+
+def last_layer_gap_excess(totals: np.ndarray, success: np.ndarray) -> float:
+    "How far the last layer's gap exceeds the largest gap of the other layers."
+    g = success_gaps(totals, success)
+    return g[-1] - np.max(g[:-1])
+
+
+def transfer_ratio(own: np.ndarray, transferred: np.ndarray) -> float:
+    "Mean Total on transferred examples / mean Total on the model's own examples."
+    return transferred.mean() / own.mean()
+
+
+def recovered_fraction(clean: np.ndarray, robust: np.ndarray, transferred: np.ndarray) -> float:
+    "Share of the clean − own-PGD accuracy gap that transferred examples give back (per-image 0/1 flags; NaN if no gap)."
+    return (transferred.mean() - robust.mean()) / (clean.mean() - robust.mean()) if clean.mean() - robust.mean() > 0 else np.nan
