@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from advnb.papers.a_frequency import (FULL_SCALE, frequency_radius, high_frequency_energy_fraction, high_pass,
-                             log_amplitude_spectrum, low_pass, low_pass_mask, region_mean, scale_grid,
-                             swap_high_frequency)
+from advnb.fourier import radius_nyquist_units
+from advnb.papers.a_frequency import (FULL_SCALE, high_frequency_energy_fraction, high_pass, log_amplitude_spectrum,
+                                     low_pass, low_pass_mask, region_mean, scale_grid, swap_high_frequency)
 from advnb.papers.a_setup import paper_a_specs
 
 
@@ -35,7 +35,7 @@ def test_sinusoid_passes_or_is_removed_at_its_radius(n, channels, ku, kv):
 
 
 def test_radius_mapping_axis_nyquist_is_one_and_corner_is_sqrt2():
-    r = frequency_radius(32, 32)
+    r = radius_nyquist_units(32, 32, centred=True)
     assert float(r[16, 16]) == 0.0  # DC sits at index n // 2 after fftshift
     assert float(r[0, 16]) == pytest.approx(1.0)  # Nyquist along one axis
     assert float(r[0, 0]) == pytest.approx(math.sqrt(2))  # the corner

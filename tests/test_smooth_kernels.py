@@ -192,8 +192,8 @@ def test_high_frequency_fraction_of_known_arrays():
     checker = (-1.0) ** (torch.arange(8)[:, None] + torch.arange(8))
     assert B.high_frequency_fraction(checker).item() == pytest.approx(1.0)
     stripes = torch.cos(2 * math.pi * 0.125 * torch.arange(8, dtype=torch.float64))[None].expand(8, 8)
-    assert B.high_frequency_fraction(stripes, cutoff=0.1).item() == pytest.approx(1.0)
-    assert B.high_frequency_fraction(stripes, cutoff=0.2).item() == pytest.approx(0.0, abs=1e-12)
+    assert B.high_frequency_fraction(stripes, cutoff_cycles_per_pixel=0.1).item() == pytest.approx(1.0)
+    assert B.high_frequency_fraction(stripes, cutoff_cycles_per_pixel=0.2).item() == pytest.approx(0.0, abs=1e-12)
 
 
 def test_activation_maximisation_raises_its_logit_and_stays_in_the_box():

@@ -48,13 +48,13 @@ MUTANTS = [
      "the RLFT term's sign flipped"),
     ("papers/d_rlfat", "tests/test_rlfat.py", "generator=torch_generator(seed + RBS_SEED_OFFSET)) if rlfl",
      "generator=torch_generator(seed)) if rlfl", "RBS shares PGD's seed"),
-    ("papers/a_frequency", "tests/test_frequency.py", "return frequency_radius(h, w, device) <= scale + 1e-9",
-     "return frequency_radius(h, w, device) < scale", "a radius exactly at the scale counts as outside"),
+    ("papers/a_frequency", "tests/test_frequency.py", "return radius_nyquist_units(h, w, centred=True, device=device) <= scale + 1e-9",
+     "return radius_nyquist_units(h, w, centred=True, device=device) < scale", "a radius exactly at the scale counts as outside"),
     ("papers/a_frequency", "tests/test_frequency.py",
      "return (low_pass(x_a, scale) + high_pass(x_b, scale), low_pass(x_b, scale) + high_pass(x_a, scale))",
      "return (low_pass(x_a, scale) + high_pass(x_b, scale), low_pass(x_b, scale) + high_pass(x_b, scale))",
      "the swap keeps x_b's high frequencies in both"),
-    ("papers/a_frequency", "tests/test_frequency.py", "u = (torch.arange(h, device=device, dtype=dtype) - h // 2) / (h / 2)",
+    ("fourier", "tests/test_fourier.py tests/test_frequency.py", "u = (torch.arange(h, device=device, dtype=dtype) - h // 2) / (h / 2)",
      "u = (torch.arange(h, device=device, dtype=dtype) - h // 2) / h", "the radius is not normalised to Nyquist"),
 ]
 

@@ -16,26 +16,20 @@ import torch
 import torch.nn as nn
 
 from ..attacks import accuracy
+from ..fourier import radius_nyquist_units
 
 # %% auto #0
-__all__ = ['FULL_SCALE', 'frequency_radius', 'low_pass_mask', 'centred_spectrum', 'low_pass', 'high_pass', 'swap_high_frequency',
-           'scale_grid', 'accuracy_over_scales', 'log_amplitude_spectrum', 'region_mean', 'log_amplitude_excess',
+__all__ = ['FULL_SCALE', 'low_pass_mask', 'centred_spectrum', 'low_pass', 'high_pass', 'swap_high_frequency', 'scale_grid',
+           'accuracy_over_scales', 'log_amplitude_spectrum', 'region_mean', 'log_amplitude_excess',
            'high_frequency_energy_fraction']
 
 # %% ../../nbs/a1_frequency.ipynb #6093a0fd
 FULL_SCALE = math.sqrt(2.0)  # the normalised radius of the spectrum's corners: LP at this scale is the identity
 
 
-def frequency_radius(h: int, w: int, device=None, dtype=torch.float64) -> torch.Tensor:
-    "Normalised radius r(u, v) of every entry of a centred (fftshift-ed) h×w spectrum: 1 at Nyquist, √2 in the corners."
-    u = (torch.arange(h, device=device, dtype=dtype) - h // 2) / (h / 2)
-    v = (torch.arange(w, device=device, dtype=dtype) - w // 2) / (w / 2)
-    return torch.sqrt(u[:, None] ** 2 + v[None, :] ** 2)
-
-
 def low_pass_mask(h: int, w: int, scale: float, device=None) -> torch.Tensor:
     "Boolean centred mask M_s = [r ≤ s] (a tiny tolerance makes r = s exactly count as inside)."
-    return frequency_radius(h, w, device) <= scale + 1e-9
+    return radius_nyquist_units(h, w, centred=True, device=device) <= scale + 1e-9
 
 
 def centred_spectrum(x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +79,7 @@ def log_amplitude_spectrum(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 
 def region_mean(spectrum: torch.Tensor, lo: float = 0.5, hi: float = FULL_SCALE) -> float:
     "Mean of an (H, W) centred map over the ring lo < r ≤ hi of normalised radius."
-    r = frequency_radius(*spectrum.shape[-2:])
+    r = radius_nyquist_units(*spectrum.shape[-2:], centred=True)
     m = (r > lo) & (r <= hi + 1e-9)
     return float(spectrum[m.to(spectrum.device)].mean())
 
@@ -95,14 +89,14 @@ def log_amplitude_excess(x_adv: torch.Tensor, x: torch.Tensor, lo: float = 0.5, 
     "Per image: the mean over lo < r ≤ hi of log|F(x_adv)| − log|F(x)| (channels averaged), so the claims get a spread."
     d = torch.log(centred_spectrum(x_adv).abs() + eps) - torch.log(centred_spectrum(x).abs() + eps)
     d = d.reshape(d.shape[0], -1, *d.shape[-2:]).mean(1)
-    r = frequency_radius(*d.shape[-2:], device=d.device)
+    r = radius_nyquist_units(*d.shape[-2:], centred=True, device=d.device)
     return d[:, (r > lo) & (r <= hi + 1e-9)].mean(-1).float()
 
 
-def high_frequency_energy_fraction(x: torch.Tensor, scale: float = 0.5) -> torch.Tensor:
-    "Per image: the share of spectral energy |F|² (summed over channels, DC excluded) at normalised radius r > `scale`."
+def high_frequency_energy_fraction(x: torch.Tensor, cutoff_nyquist_units: float = 0.5) -> torch.Tensor:
+    "Per image: the share of spectral energy |F|² (summed over channels, DC excluded) at radius r > the cutoff (Nyquist units)."
     P = centred_spectrum(x).abs() ** 2
     P = P.reshape(P.shape[0], -1, *P.shape[-2:]).sum(1)
-    r = frequency_radius(*P.shape[-2:], device=P.device)
+    r = radius_nyquist_units(*P.shape[-2:], centred=True, device=P.device)
     total = P[:, r > 0].sum(-1)
-    return (P[:, r > scale].sum(-1) / total.clamp_min(1e-30)).float()
+    return (P[:, r > cutoff_nyquist_units].sum(-1) / total.clamp_min(1e-30)).float()

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from ..attacks import (adef, cw_l2, deepfool, eval_mode, fgsm, pgd, register_attack, salt_and_pepper,
                            validate_inputs)
 from ..core import torch_generator
+from ..fourier import radius_cycles_per_pixel
 from ..data import DATASETS, DatasetInfo, derive_seed, register_dataset
 from ..train import TrainSpec, register_objective, register_regularizer
 from ..attacks import attack_batches, model_device, predict
@@ -31,8 +32,8 @@ __all__ = ['PAPER', 'FOUR_SHAPES', 'FOUR_SHAPES_DEFAULT_PER_CLASS', 'FOUR_SHAPES
            'kl_logit_pairing_loss', 'kl_logit_pairing_objective', 'render_shape', 'make_four_shapes', 'paper_b_specs',
            'paper_b_plan', 'fgsm_search', 'pgd_search', 'foolbox_default_attacks', 'perturbation_sizes',
            'attack_record', 'accuracy_at', 'accuracy_curve', 'accuracy_curve_panel', 'cached_attack_records',
-           'radial_frequency', 'high_frequency_fraction', 'kernel_spectrum', 'activation_maximisation',
-           'image_correlation', 'class_means', 'most_deceptive']
+           'high_frequency_fraction', 'kernel_spectrum', 'activation_maximisation', 'image_correlation', 'class_means',
+           'most_deceptive']
 
 # %% ../../nbs/b1_smooth_kernels.ipynb #c299fd4c
 PAPER = register_paper("B", "Smooth kernels improve adversarial robustness")  # the report site's page for this paper is titled so
@@ -282,18 +283,12 @@ def cached_attack_records(spec: TrainSpec, model: nn.Module, x: torch.Tensor, y:
             for name, fn in foolbox_default_attacks(**attack_settings).items()}
 
 # %% ../../nbs/b1_smooth_kernels.ipynb #f43fb59b
-def radial_frequency(h: int, w: int) -> torch.Tensor:
-    "|k| in cycles per pixel of each entry of an (h, w) DFT (unshifted)."
-    fy, fx = torch.fft.fftfreq(h), torch.fft.fftfreq(w)
-    return (fy[:, None] ** 2 + fx[None, :] ** 2).sqrt()
-
-
-def high_frequency_fraction(a: torch.Tensor, cutoff: float = 0.25, n: int | None = None) -> torch.Tensor:
-    "Share of the spectral energy of each 2-D slice of `a` (last two dims) above `cutoff` cycles/pixel; DFT padded to n×n."
+def high_frequency_fraction(a: torch.Tensor, cutoff_cycles_per_pixel: float = 0.25, n: int | None = None) -> torch.Tensor:
+    "Share of the spectral energy of each 2-D slice of `a` (last two dims) above the cutoff (cycles/pixel); DFT padded to n×n."
     a = a.detach().double()
     h, w = (n, n) if n else a.shape[-2:]
     energy = torch.fft.fft2(a, s=(h, w)).abs().pow(2)
-    high = (radial_frequency(h, w) > cutoff).to(energy)
+    high = (radius_cycles_per_pixel(h, w, centred=False) > cutoff_cycles_per_pixel).to(energy)  # the DFT's own order
     return (energy * high).sum((-2, -1)) / energy.sum((-2, -1)).clamp_min(1e-30)
 
 

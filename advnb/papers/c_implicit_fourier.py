@@ -25,6 +25,7 @@ from ..train import NonFiniteLossError, TrainSpec, build_from_spec, train_data
 from .. import zoo
 from ..claims import all_hold, exceeds, mean_difference, register_paper
 from ..core import get_device
+from ..fourier import frequencies_cycles_per_image
 from ..models import (FeatureMixin, Normalize, check_in_shape, make_normalize, positive_int,
                           register_architecture, scale_init)
 from ..zoo import cached_result
@@ -318,9 +319,7 @@ def spectrum_norms(delta: torch.Tensor) -> dict[str, torch.Tensor]:
 # %% ../../nbs/c1_implicit_fourier.ipynb #24498824
 def frequency_polar(h: int, w: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     "(k_r, k_φ in degrees on [0, 180)) of the unshifted DFT grid of an h×w image, integer frequencies."
-    ky = torch.fft.fftfreq(h, 1 / h, dtype=torch.float64, device=device)
-    kx = torch.fft.fftfreq(w, 1 / w, dtype=torch.float64, device=device)
-    KY, KX = torch.meshgrid(ky, kx, indexing="ij")
+    KY, KX = frequencies_cycles_per_image(h, w, centred=False, device=device)  # paper C's integer frequencies, DFT order
     return torch.hypot(KX, KY), torch.rad2deg(torch.atan2(KY, KX)) % 180
 
 
