@@ -71,6 +71,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'advnb.claims.all_hold': ('claims.html#all_hold', 'advnb/claims.py'),
                               'advnb.claims.bootstrap_se': ('claims.html#bootstrap_se', 'advnb/claims.py'),
                               'advnb.claims.bootstrap_se_groups': ('claims.html#bootstrap_se_groups', 'advnb/claims.py'),
+                              'advnb.claims.claim_recorder': ('claims.html#claim_recorder', 'advnb/claims.py'),
                               'advnb.claims.claims_table': ('claims.html#claims_table', 'advnb/claims.py'),
                               'advnb.claims.combined_verdict': ('claims.html#combined_verdict', 'advnb/claims.py'),
                               'advnb.claims.compare': ('claims.html#compare', 'advnb/claims.py'),

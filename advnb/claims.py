@@ -14,7 +14,7 @@ import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from filelock import FileLock
 
@@ -23,9 +23,9 @@ from .registry import Registry
 
 # %% auto #0
 __all__ = ['PAPERS', 'RULE', 'ROUNDING', 'register_paper', 'Claim', 'record', 'load_claims', 'verdict', 'claims_table',
-           'accuracy_difference_se', 'paired_difference', 'mean_difference', 'exceeds', 'bootstrap_se',
-           'bootstrap_se_groups', 'compare', 'criterion_text', 'all_hold', 'split_variant', 'combined_verdict',
-           'across_seeds']
+           'claim_recorder', 'accuracy_difference_se', 'paired_difference', 'mean_difference', 'exceeds',
+           'bootstrap_se', 'bootstrap_se_groups', 'compare', 'criterion_text', 'all_hold', 'split_variant',
+           'combined_verdict', 'across_seeds']
 
 # %% ../nbs/04_claims.ipynb #ea7b8348
 PAPERS = Registry("paper", "register_paper")  # letter -> title
@@ -130,6 +130,13 @@ def claims_table(scale: str | None = None, reports_dir: Path | str | None = None
     for c in ("paper_value", "our_value"):
         out[c] = out[c].map(lambda v: v if isinstance(v, str) else json.dumps(v, default=str))
     return out.set_index("id")
+
+# %% ../nbs/04_claims.ipynb #9d7da433
+def claim_recorder(paper: str, **fields) -> Callable[..., Claim]:
+    "`record` for one notebook: `paper` (and `dataset`, or any other field of `record`) given once, overridable per call."
+    def record_claim(id: str, **claim) -> Claim:
+        return record(id, **{"paper": paper, **fields, **claim})
+    return record_claim
 
 # %% ../nbs/04_claims.ipynb #c4a1f0e2
 def accuracy_difference_se(p1: float, n1: int, p2: float, n2: int | None = None) -> float:

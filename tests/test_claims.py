@@ -86,3 +86,14 @@ def test_mean_difference_is_the_unpaired_standard_error():
     assert d == pytest.approx(2.5 - 2.0)
     assert se == pytest.approx((a.var(ddof=1) / 4 + b.var(ddof=1) / 3) ** 0.5)
     assert claims.mean_difference([1.0], [2.0, 3.0])[1] == float("inf")  # one value: no spread, no verdict
+
+
+def test_a_notebooks_recorder_fills_its_fields_once_and_a_call_overrides_them(tmp_path):
+    core.start_run("f1_demo", scale="smoke", seed=0, reports_dir=tmp_path)
+    claim = claims.claim_recorder("F", dataset="fashionmnist", notes="quick subset")
+    claim("F.1.a", section="1", statement="s", paper_value=1, our_value=2, holds=True)
+    claim("F.1.b", section="1", statement="s", paper_value=1, our_value=2, holds=None, dataset="mnist")
+    rows = claims.load_claims("smoke", tmp_path).set_index("id")
+    assert rows.loc["F.1.a", ["paper", "dataset", "notes"]].tolist() == ["F", "fashionmnist", "quick subset"]
+    assert rows.loc["F.1.b", ["paper", "dataset"]].tolist() == ["F", "mnist"]
+    core._current_run = None
