@@ -356,7 +356,7 @@ def _referenced(obj) -> list:
     return out
 
 # %% ../nbs/00_core.ipynb #169d7157
-class _Normalise(ast.NodeTransformer):
+class _Normalize(ast.NodeTransformer):
     "Drop docstrings and the module path of advnb imports: neither changes what the code does."
     def _drop_docstring(self, node):
         self.generic_visit(node)
@@ -392,7 +392,7 @@ def normalized_source(obj) -> str:
         if inspect.isclass(obj):
             return repr(sorted((k, _code_shape(v.__code__)) for k, v in vars(obj).items() if inspect.isfunction(v)))
         return repr(_code_shape(obj.__code__))
-    return ast.unparse(_Normalise().visit(tree))
+    return ast.unparse(_Normalize().visit(tree))
 
 # %% ../nbs/00_core.ipynb #797c938c
 def _unwrap(obj):

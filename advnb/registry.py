@@ -49,10 +49,20 @@ class Registry(dict):
         if name not in self:
             load_plugins()
         if name not in self:
-            raise UnknownPluginError(f"no {self.kind} {name!r}; registered: {sorted(self)}. Register one with "
-                                     f"@{self.decorator}({name!r}) in a module you import, or in a package's "
-                                     f"{PLUGIN_GROUP!r} entry point.")
+            renamed = self.current_name(name)
+            hint = (f"it was renamed to {renamed!r}" if renamed != name else
+                    f"Register one with @{self.decorator}({name!r}) in a module you import, or in a package's "
+                    f"{PLUGIN_GROUP!r} entry point")
+            raise UnknownPluginError(f"no {self.kind} {name!r}; registered: {sorted(self)}. {hint}.")
         return self[name]
+
+    def current_name(self, name: str) -> str:
+        "`name`, or the name of the plug-in that declares `formerly=(name, ...)`: for what was recorded before a rename."
+        if name not in self:
+            load_plugins()
+        if name in self:
+            return name
+        return next((n for n, info in self.infos.items() if name in info.get("formerly", ())), name)
 
     def info(self, name: str) -> dict:
         "What the plug-in `name` declared when it was registered."

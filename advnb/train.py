@@ -32,9 +32,9 @@ from .core import (PRECISIONS, code_fingerprint, content_hash, get_device, get_s
 
 # %% auto #0
 __all__ = ['OBJECTIVES', 'REGULARIZERS', 'CALLBACKS', 'register_objective', 'get_objective', 'register_regularizer',
-           'get_regularizer', 'register_callback', 'get_callback', 'DEVICE_DATA_MAX_BYTES', 'READ_EVERY',
-           'ce_objective', 'pgd_at_objective', 'trades_kl', 'trades_objective', 'fgsm_at_objective', 'TrainContext',
-           'Callback', 'TrainSpec', 'default_precision', 'eval_attack_of', 'spec_fingerprint', 'lr_at',
+           'get_regularizer', 'register_callback', 'get_callback', 'FORMER_FIELDS', 'DEVICE_DATA_MAX_BYTES',
+           'READ_EVERY', 'ce_objective', 'pgd_at_objective', 'trades_kl', 'trades_objective', 'fgsm_at_objective',
+           'TrainContext', 'Callback', 'TrainSpec', 'default_precision', 'eval_attack_of', 'spec_fingerprint', 'lr_at',
            'build_from_spec', 'make_optimizer', 'make_callbacks', 'train_data', 'hold_on_device', 'eval_data',
            'training_loss', 'NonFiniteLossError', 'EpochSums', 'train']
 
@@ -119,6 +119,9 @@ def _plugin_list(value, what: str) -> tuple:
     return tuple(out)
 
 # %% ../nbs/05_training.ipynb #cd7d9454
+FORMER_FIELDS = {"gamma": "lr_decay"}  # TrainSpec fields renamed after specs were recorded: old -> new
+
+
 @dataclass(frozen=True)
 class TrainSpec:
     "Everything that determines a trained model. `key` hashes it with the code it runs (its identity in the zoo)."
@@ -137,7 +140,7 @@ class TrainSpec:
     weight_decay: float = 5e-4
     schedule: str = "piecewise"  # piecewise | linear | constant
     milestones: tuple = ()
-    gamma: float = 0.1
+    lr_decay: float = 0.1  # the factor that multiplies the learning rate at each milestone
     epochs: int = 10
     batch_size: int = 128
     seed: int = 0
@@ -173,10 +176,16 @@ class TrainSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainSpec":
+        "A spec from `to_dict`'s form, also one recorded before a field or a plug-in was renamed (`FORMER_FIELDS`)."
+        d = {FORMER_FIELDS.get(k, k): v for k, v in d.items()}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown TrainSpec fields {sorted(unknown)}; known: {sorted(known)}")
+        if "objective" in d:
+            d["objective"] = OBJECTIVES.current_name(d["objective"])
+        for kind, registry in (("regularizers", REGULARIZERS), ("callbacks", CALLBACKS)):
+            d[kind] = [[registry.current_name(n), kw] for n, kw in d.get(kind, ())]
         return cls(**d)
 
     @property
@@ -221,7 +230,7 @@ def lr_at(spec: TrainSpec, epoch_float: float) -> float:
         return spec.lr
     if spec.schedule == "linear":
         return spec.lr * max(0.0, 1.0 - epoch_float / spec.epochs)
-    return spec.lr * spec.gamma ** sum(epoch_float >= m for m in spec.milestones)
+    return spec.lr * spec.lr_decay ** sum(epoch_float >= m for m in spec.milestones)
 
 # %% ../nbs/05_training.ipynb #e0f72392
 def build_from_spec(spec: TrainSpec) -> nn.Module:

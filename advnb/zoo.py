@@ -194,15 +194,15 @@ def _recorded_spec(d: Path) -> dict | None:
     return None
 
 
-def _write_spec_key(d: Path, key: str) -> None:
-    "Set `spec_key` in every metadata file of `d` that records one (checkpoints, resume state, `done.json`)."
+def _write_spec_identity(d: Path, spec: TrainSpec) -> None:
+    "Set `spec_key` (and `spec`, where recorded) in every metadata file of `d`: checkpoints, resume state, `done.json`."
     for p in sorted(d.glob("*.json")):
         try:
             meta = json.loads(p.read_text())
         except ValueError:
             continue  # a damaged file: the zoo finds and repairs it when the model is next loaded
         if isinstance(meta, dict) and "spec_key" in meta:
-            atomic_write_json(p, {**meta, "spec_key": key})
+            atomic_write_json(p, {**meta, "spec_key": spec.key, **({"spec": spec.to_dict()} if "spec" in meta else {})})
 
 # %% ../nbs/06_zoo.ipynb #382de1bc
 def rekey(cache_dir: Path | str | None = None, dry_run: bool = False) -> dict[str, list]:
@@ -229,7 +229,7 @@ def rekey(cache_dir: Path | str | None = None, dry_run: bool = False) -> dict[st
         else:
             if not dry_run:
                 with FileLock(str(d) + ".lock"):
-                    _write_spec_key(d, spec.key)
+                    _write_spec_identity(d, spec)
                     d.rename(new)
                 Path(str(d) + ".lock").unlink(missing_ok=True)
             out["renamed"].append((d.name, new.name))

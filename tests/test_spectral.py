@@ -96,7 +96,7 @@ def test_clip_mode_bounds_a_strided_network():
     net = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
     x = torch.zeros(1, 2, 8, 8)
     before = {k: float(v.max()) for k, v in S.layer_singular_values(net, x).items()}
-    S.SpectralNormalisation(0.3).apply(net, x)  # the default mode: Sedghi et al.'s clip
+    S.SpectralNormalization(0.3).apply(net, x)  # the default mode: Sedghi et al.'s clip
     after = {k: float(v.max()) for k, v in S.layer_singular_values(net, x).items()}
     assert after["3"] == pytest.approx(0.3, rel=1e-6) and before["3"] > 0.3
     assert after["0"] < before["0"]
@@ -125,27 +125,27 @@ def test_layer_singular_values_use_each_convolutions_input_size():
 
 
 @pytest.mark.parametrize("sigma", [0.5, 2.0])
-def test_spectral_normalisation_sets_every_largest_singular_value(sigma):
+def test_spectral_normalization_sets_every_largest_singular_value(sigma):
     torch.manual_seed(1)
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 1), nn.Flatten(), nn.Linear(4 * 6 * 6, 7))
     x = torch.zeros(1, 3, 6, 6)
-    S.SpectralNormalisation(sigma, mode="set").apply(net, x)
+    S.SpectralNormalization(sigma, mode="set").apply(net, x)
     for name, v in S.layer_singular_values(net, x).items():
         assert float(v.max()) == pytest.approx(sigma, rel=1e-5), name
     with pytest.raises(ValueError, match="sigma > 0"):
-        S.SpectralNormalisation(0.0)
+        S.SpectralNormalization(0.0)
     with pytest.raises(ValueError, match="mode in"):
-        S.SpectralNormalisation(1.0, mode="clamp")
+        S.SpectralNormalization(1.0, mode="clamp")
 
 
-def test_clipped_spectral_normalisation_only_scales_down():
+def test_clipped_spectral_normalization_only_scales_down():
     torch.manual_seed(2)
     net = nn.Sequential(nn.Flatten(), nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3))
     with torch.no_grad():
         net[1].weight.mul_(10.0); net[3].weight.mul_(0.01)
     x = torch.zeros(1, 6)
     small = float(S.layer_singular_values(net, x)["3"].max())
-    S.SpectralNormalisation(1.0, mode="cap").apply(net, x)
+    S.SpectralNormalization(1.0, mode="cap").apply(net, x)
     after = S.layer_singular_values(net, x)
     assert float(after["1"].max()) == pytest.approx(1.0, rel=1e-5) and float(after["3"].max()) == pytest.approx(small, rel=1e-6)
 
@@ -176,10 +176,10 @@ def test_robust_accuracy_counts_only_clean_correct_examples():
     assert ev.robust_accuracy("none") == 0.5 and ev.robust_accuracy("none", clean_first=True) == 1.0
 
 
-def test_spectral_normalisation_as_a_training_callback(isolated_settings):
+def test_spectral_normalization_as_a_training_callback(isolated_settings):
     from advnb.train import TrainSpec, train
     spec = TrainSpec(arch="simple_cnn", dataset="synthetic-mnist", arch_kwargs={"width": 2, "hidden": 8}, n_per_class=4,
-                     epochs=1, batch_size=20, callbacks=(("spectral_normalisation", {"sigma": 0.7, "mode": "set"}),))
+                     epochs=1, batch_size=20, callbacks=(("spectral_normalization", {"sigma": 0.7, "mode": "set"}),))
     model, _ = train(spec, isolated_settings / "run", show_progress=False)
     for name, v in S.layer_singular_values(model, torch.zeros(1, 1, 28, 28)).items():
         assert float(v.max()) == pytest.approx(0.7, rel=1e-4), name
@@ -190,7 +190,7 @@ def test_paper_e_specs_one_model_per_strength():
     assert list(specs) == [0, 4, 8, 16]
     assert specs[0].objective == "ce" and specs[16].objective == "pgd_at"
     assert specs[16].objective_kwargs == {"eps": pytest.approx(0.16), "alpha": pytest.approx(0.02), "steps": 7}
-    assert specs[4].callbacks == (("spectral_normalisation", {"sigma": 1.5, "mode": "clip"}),)
+    assert specs[4].callbacks == (("spectral_normalization", {"sigma": 1.5, "mode": "clip"}),)
     f = S.paper_e_specs("synthetic-cifar10", strengths=[8], attack="fgsm")
     assert f[8].objective == "fgsm_at" and f[8].objective_kwargs == {"eps": pytest.approx(8 / 255)}
     with pytest.raises(ValueError, match="'pgd' or 'fgsm'"):

@@ -132,3 +132,24 @@ def test_rekey_command_reports_what_it_did(isolated_settings, capsys):
     assert f"would rename {old.name} -> {SPEC.name}" in capsys.readouterr().out
     assert runner.main(["rekey"]) == 0 and zoo.is_trained(SPEC)
     assert "1 renamed, 0 already current, 0 skipped" in capsys.readouterr().out
+
+
+def test_rekey_migrates_a_spec_recorded_before_a_field_and_a_plug_in_were_renamed(isolated_settings, monkeypatch):
+    spec = SPEC.replace(callbacks=(("spectral_normalization", {"sigma": 5.0, "mode": "clip"}),))
+    trained = zoo.get(spec, show_progress=False)
+    old = _file_under_old_key(spec, "2" * 16)
+    for p in old.glob("*.json"):  # as the code before the renames recorded it
+        meta = json.loads(p.read_text())
+        if "spec" in meta:
+            s = dict(meta["spec"])
+            s["gamma"] = s.pop("lr_decay")
+            s["callbacks"] = [["spectral_normalisation", kw] for _, kw in s["callbacks"]]
+            p.write_text(json.dumps({**meta, "spec": s}))
+    assert TrainSpec.from_dict(json.loads((old / "done.json").read_text())["spec"]) == spec
+    assert zoo.rekey()["renamed"] == [(old.name, spec.name)]
+    assert json.loads((zoo.spec_dir(spec) / "done.json").read_text())["spec"] == spec.to_dict()  # the record is current
+    with monkeypatch.context() as m:
+        m.setattr(zoo, "train", lambda *a, **k: pytest.fail("zoo retrained a model rekey carried"))
+        assert same(zoo.get(spec, show_progress=False), trained)
+    with pytest.raises(KeyError, match="renamed to 'spectral_normalization'"):
+        T.CALLBACKS.lookup("spectral_normalisation")

@@ -36,7 +36,7 @@ def paper_a_specs(dataset: str = "cifar10", width: int = 64, n_per_class: int = 
     base = TrainSpec(arch="resnet18", dataset=dataset, arch_kwargs={"width": int(width)},
                      n_per_class=int(n_per_class) or None, augment=bool(augment), objective="ce",
                      optimizer="sgd", lr=float(lr), momentum=0.9, weight_decay=float(weight_decay),
-                     schedule="piecewise", milestones=tuple(int(m) for m in milestones), gamma=0.1,
+                     schedule="piecewise", milestones=tuple(int(m) for m in milestones), lr_decay=0.1,
                      epochs=int(epochs), batch_size=int(batch_size), seed=int(seed),
                      eval_n_per_class=eval_n_per_class)
     adv = base.replace(objective="pgd_at",

@@ -24,7 +24,7 @@ from ..claims import register_paper
 
 # %% auto #0
 __all__ = ['PAPER', 'AR_STRENGTHS', 'conv_transfer', 'conv_singular_values', 'layer_singular_values', 'singular_value_stats',
-           'clip_conv_singular_values', 'clip_linear_singular_values', 'SpectralNormalisation', 'margins',
+           'clip_conv_singular_values', 'clip_linear_singular_values', 'SpectralNormalization', 'margins',
            'target_probability', 'loss_variation', 'FixupBlock', 'FixupResNet', 'fixup_resnet', 'fixup_resnet56',
            'fixup_resnet110', 'WRN50_2', 'wrn50_2', 'paper_e_specs', 'paper_e_data', 'paper_e_label',
            'generalisation_record', 'cached_generalisation_record', 'gap_se']
@@ -130,8 +130,8 @@ def clip_linear_singular_values(weight: torch.Tensor, beta: float) -> torch.Tens
     return (u @ (sv.clamp(max=beta)[:, None] * vh)).to(weight.dtype)
 
 # %% ../../nbs/e1_spectral.ipynb #9f977465
-@register_callback("spectral_normalisation")
-class SpectralNormalisation(Callback):
+@register_callback("spectral_normalization", formerly=("spectral_normalisation",))
+class SpectralNormalization(Callback):
     """After every epoch, bound every Conv2d and Linear layer by `sigma`: `mode="clip"` (Sedghi et al., App. D.3) takes
     each singular value to min(σ, sigma); `"set"` scales the layer to a largest singular value of `sigma`; `"cap"` does
     that only to the layers above it."""
@@ -139,7 +139,7 @@ class SpectralNormalisation(Callback):
 
     def __init__(self, sigma: float = 1.0, mode: str = "clip", input_shape: tuple | None = None):
         if sigma <= 0 or mode not in self.MODES:
-            raise ValueError(f"spectral_normalisation needs sigma > 0 and mode in {self.MODES}, got {sigma}, {mode!r}")
+            raise ValueError(f"spectral_normalization needs sigma > 0 and mode in {self.MODES}, got {sigma}, {mode!r}")
         self.sigma, self.mode, self.input_shape = float(sigma), mode, input_shape
 
     def apply(self, model: nn.Module, x: torch.Tensor) -> None:
@@ -302,7 +302,7 @@ def paper_e_specs(dataset: str, strengths=AR_STRENGTHS, eps_unit: float = 1 / 25
                      n_per_class=n_per_class,
                      augment=augment, lr=lr, milestones=tuple(milestones), weight_decay=weight_decay, epochs=epochs,
                      batch_size=batch_size, seed=seed, eval_n_per_class=eval_n_per_class,
-                     callbacks=((("spectral_normalisation", {"sigma": float(sn), "mode": "clip"}),) if sn else ()))
+                     callbacks=((("spectral_normalization", {"sigma": float(sn), "mode": "clip"}),) if sn else ()))
     out = {}
     for s in strengths:
         eps = s * eps_unit
