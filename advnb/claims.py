@@ -68,7 +68,7 @@ class Claim:
         if not self.id or any(c.isspace() for c in self.id):
             raise ValueError(f"claim id {self.id!r} must be a non-empty string without spaces")
 
-# %% ../nbs/04_claims.ipynb #089af8ae
+# %% ../nbs/04_claims.ipynb #0b19726e
 def _claims_file(scale: str | None = None, reports_dir: Path | str | None = None) -> Path:
     if scale is None and reports_dir is None:
         return current_run().claims_file
@@ -81,7 +81,7 @@ def _read(path: Path) -> list[dict]:
         return []
     return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
 
-
+# %% ../nbs/04_claims.ipynb #315e7a6d
 def record(id: str, paper: str, section: str, statement: str, paper_value: Any, our_value: Any,
            holds: bool | None, criterion: str = "", dataset: str = "", notes: str = "",
            scale: str | None = None, notebook: str | None = None) -> Claim:
@@ -104,7 +104,7 @@ def record(id: str, paper: str, section: str, statement: str, paper_value: Any, 
         atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
     return c
 
-
+# %% ../nbs/04_claims.ipynb #8bcd3f69
 def load_claims(scale: str | None = None, reports_dir: Path | str | None = None):
     "The ledger of `scale` (default: the current run's) as a DataFrame, one row per claim."
     import pandas as pd
@@ -138,7 +138,7 @@ def claim_recorder(paper: str, **fields) -> Callable[..., Claim]:
         return record(id, **{"paper": paper, **fields, **claim})
     return record_claim
 
-# %% ../nbs/04_claims.ipynb #c4a1f0e2
+# %% ../nbs/04_claims.ipynb #09f92621
 def accuracy_difference_se(p1: float, n1: int, p2: float, n2: int | None = None) -> float:
     "Standard error of `p1 - p2` for two accuracies measured on `n1` and `n2` images (binomial, unpaired)."
     n2 = n1 if n2 is None else n2
@@ -162,7 +162,7 @@ def mean_difference(a, b) -> tuple[float, float]:
         return float(a.mean() - b.mean()) if len(a) and len(b) else float("nan"), float("inf")
     return float(a.mean() - b.mean()), float((a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) ** 0.5)
 
-
+# %% ../nbs/04_claims.ipynb #b651b087
 RULE = "holds when d > 2 SE, does not hold when d < −2 SE, inconclusive in between"
 
 
@@ -178,7 +178,7 @@ def exceeds(diff: float, se: float, z: float = 2.0) -> bool | None:
         return True
     return False if diff < -bound else None
 
-
+# %% ../nbs/04_claims.ipynb #eba7437b
 def bootstrap_se(statistic, *samples, n_boot: int = 1000, seed: int = 0) -> float:
     """Paired bootstrap standard error of `statistic(*samples)`: the rows (first axis) of every sample are resampled
     together, with replacement, `n_boot` times. Resamples where the statistic is not finite are dropped (NaN if all are)."""
@@ -200,7 +200,7 @@ def bootstrap_se_groups(statistic, *groups, n_boot: int = 1000, seed: int = 0) -
     vals = vals[np.isfinite(vals)]
     return float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
 
-
+# %% ../nbs/04_claims.ipynb #cd6cbb96
 def compare(diff: float, se: float, method: str, z: float = 2.0) -> tuple[bool | None, dict]:
     "The rule's verdict on `diff` and, for `our_value`, the numbers it was decided on: d, its SE and how the SE was estimated."
     num = lambda v: round(float(v), 4) if v == v else None  # noqa: E731  (NaN is not JSON: recorded as null)
@@ -210,7 +210,6 @@ def compare(diff: float, se: float, method: str, z: float = 2.0) -> tuple[bool |
 def criterion_text(d: str, se: str) -> str:
     "A claim's criterion in the rule's words: what `d` is (positive when the claim holds) and how its SE is estimated."
     return f"d = {d}; SE {se}; {RULE}"
-
 
 # %% ../nbs/04_claims.ipynb #f8c227ae
 def all_hold(verdicts) -> bool | None:

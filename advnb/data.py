@@ -356,7 +356,7 @@ def _load_real(name: str, split: str, root: Path, download: bool) -> tuple[torch
     _REAL_CACHE[key] = (x, y)
     return x, y
 
-# %% ../nbs/01_data.ipynb #384a3f31
+# %% ../nbs/01_data.ipynb #58fe903f
 def tinyimagenet_classes(path: Path) -> list[str]:
     "Tiny-ImageNet's 200 class names in label order: `wnids.txt`'s ids, named from `words.txt` where it is there."
     wnids = (Path(path) / "wnids.txt").read_text().split()
@@ -380,7 +380,7 @@ def _read_rgb(file: Path, size: tuple[int, int]) -> np.ndarray:
         raise ValueError(f"{file.name} is {a.shape[1]}×{a.shape[0]} pixels, expected {size[1]}×{size[0]}")
     return a
 
-
+# %% ../nbs/01_data.ipynb #ed33638e
 def _load_tinyimagenet(split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     "uint8 images (N, 3, 64, 64) and int64 labels of Tiny-ImageNet's `split` (`test` is its labelled val/ folder)."
     from concurrent.futures import ThreadPoolExecutor

@@ -131,7 +131,7 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str = "l2
             active[idx] = still & torch.isfinite(best_pert)
     return x_adv.detach()
 
-# %% ../nbs/03c_minimum_norm_attacks.ipynb #6f6ba603
+# %% ../nbs/03c_minimum_norm_attacks.ipynb #96e2c0a5
 def _gauss_kernel(sigma: float, device, dtype):
     r = max(1, int(math.ceil(3 * sigma)))
     t = torch.arange(-r, r + 1, device=device, dtype=dtype)
@@ -150,7 +150,7 @@ def _smooth(v: torch.Tensor, sigma: float) -> torch.Tensor:
     z = F.conv2d(F.pad(z, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
     return z.reshape(n, c, h, w)
 
-
+# %% ../nbs/03c_minimum_norm_attacks.ipynb #eac0ffd8
 def deform(x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     "Resample images `x` (N, C, H, W) at `u + τ(u)`; `tau` is (N, 2, H, W) in pixels (rows, columns)."
     n, _, h, w = x.shape
@@ -159,7 +159,7 @@ def deform(x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     grid = torch.stack([cols * 2 / max(w - 1, 1) - 1, rows * 2 / max(h - 1, 1) - 1], dim=-1)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True).clamp(0, 1)
 
-
+# %% ../nbs/03c_minimum_norm_attacks.ipynb #d1cdb620
 @register_attack("adef", norm="linf")
 def adef(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 50, sigma: float = 0.5,
          overshoot: float = 1.2, num_classes: int = 3, max_norm: float = float("inf"), seed: int = 0) -> torch.Tensor:

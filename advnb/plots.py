@@ -137,7 +137,7 @@ def mosaic_figure(images: torch.Tensor, row_labels: Sequence[str], col_labels: S
     fig.tight_layout()
     return fig
 
-# %% ../nbs/06a_plots.ipynb #f33373de
+# %% ../nbs/06a_plots.ipynb #7211e677
 def _under_runner() -> bool:
     "True in a kernel `advnb run` started (papermill, no frontend to draw widgets): it sets ADVNB_PLAIN_PROGRESS."
     import os
@@ -152,7 +152,7 @@ def figure_png(fig: plt.Figure, dpi: int = 100) -> bytes:
     plt.close(fig)
     return buf.getvalue()
 
-
+# %% ../nbs/06a_plots.ipynb #9eaf9183
 class Explorer:
     "A slider over `values` and the image of `view(value)`; see `explorer`."
 

@@ -242,7 +242,7 @@ def _job_state(job, stem: str, reports: Path) -> dict:
     atomic_write_json(state_path(reports, stem), state)
     return state
 
-# %% ../../nbs/07_runner.ipynb #8e997b08
+# %% ../../nbs/07_runner.ipynb #dd328d9e
 def _run_one(args):
     "Run one notebook, its state file saying `running` until it ends (so a killed run is never taken for ok)."
     path, scale, params, reports_root, fingerprint, *rest = args
@@ -259,7 +259,7 @@ def _run_one(args):
     atomic_write_json(state_file, state)
     return state
 
-
+# %% ../../nbs/07_runner.ipynb #66174377
 def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1, force: bool = False,
         project: Path | None = None, reports_dir: Path | None = None, log=print, overrides: dict | None = None,
         seeds: list[int] | None = None, executor: str = "local", slurm: dict | None = None) -> int:
@@ -359,7 +359,7 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
         log(f"failed: {', '.join(Path(s['notebook']).stem for s in failed)} (their rendered output shows the failing cell)")
     return len(failed)
 
-
+# %% ../../nbs/07_runner.ipynb #e5bad4bc
 def list_status(project: Path | None = None, reports_dir: Path | None = None, log=print) -> None:
     "Print each notebook, its parameters, and its last run status at each scale."
     project = Path(project) if project else find_project()
@@ -372,7 +372,7 @@ def list_status(project: Path | None = None, reports_dir: Path | None = None, lo
         log(f"{nb.stem:28} " + " | ".join(cols))
         log(f"{'':28} parameters: {', '.join(notebook_parameters(nb)) or '-'}")
 
-# %% ../../nbs/07_runner.ipynb #8aaaf4a5
+# %% ../../nbs/07_runner.ipynb #70270234
 def _seed_list(text: str) -> list[int]:
     "`'0,1,2'` → `[0, 1, 2]` (argparse type of `--seeds`)."
     try:
@@ -383,7 +383,7 @@ def _seed_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: give one or more distinct seeds, e.g. 0,1,2")
     return seeds
 
-
+# %% ../../nbs/07_runner.ipynb #c10997b0
 def rekey_command(dry_run: bool = False) -> int:
     "`advnb rekey`: `zoo.rekey` on the `cache_dir` setting, with what it did and how long it took."
     start = time.perf_counter()
@@ -397,7 +397,7 @@ def rekey_command(dry_run: bool = False) -> int:
           f"({time.perf_counter() - start:.1f} s)")
     return 0
 
-
+# %% ../../nbs/07_runner.ipynb #30725946
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `advnb` command (also `python -m advnb`)."
     ap = argparse.ArgumentParser(prog="advnb", description="Run advnb's notebooks and render reports.")
