@@ -147,3 +147,15 @@ def test_per_image_statistic_is_images_by_layers_in_the_layers_order():
     diffs = {"Conv1": {"max": torch.tensor([1.0, 2.0]), "total": torch.tensor([3.0, 4.0])},
              "Layer0": {"max": torch.tensor([5.0, 6.0]), "total": torch.tensor([7.0, 8.0])}}
     np.testing.assert_array_equal(per_image_statistic(diffs, "total"), [[3.0, 7.0], [4.0, 8.0]])
+
+
+def test_the_statistics_of_the_44_claims_give_hand_computed_answers():
+    from advnb.papers.a_weight_decay import mean_layer_rho, overfitting_decrease, robust_overfitting, spearman_rho
+    assert spearman_rho([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) == pytest.approx(1 - 6 * 4 / (5 * 24))
+    assert spearman_rho([1, 2, 3], [1, 1, 2]) == pytest.approx(np.corrcoef([1, 2, 3], [1.5, 1.5, 3])[0, 1])  # tied ranks
+    assert np.isnan(spearman_rho([1, 2, 3], [4, 4, 4]))
+    R = np.array([[[1, 1, 1], [1, 0, 0], [1, 1, 0]], [[1, 1, 1], [1, 1, 0], [0, 1, 0]]])  # 2 images, 3 runs, 3 epochs
+    np.testing.assert_allclose(robust_overfitting(R), [0.0, 1.0, 1.0])
+    assert overfitting_decrease(R, [5e-4, 1e-4, 3e-4]) == pytest.approx(0.5)  # [1, 1, 0] on the ranks: slope −0.5
+    M = np.stack([np.tile([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0]], (1, 1))] * 4)  # 4 images, 3 runs, 2 layers
+    assert mean_layer_rho(M, [1e-4, 3e-4, 5e-4]) == pytest.approx(0.0)  # +1 at one layer, −1 at the other
