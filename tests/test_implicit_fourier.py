@@ -211,3 +211,12 @@ def test_display_helpers_centre_the_spectrum_and_draw_what_there_is():
     heights = [p.get_height() for p in ax2.patches]
     assert heights[0] == 2.0 and math.isnan(heights[1]) and heights[2] == 4.0
     plt.close("all")
+
+
+def test_starts_equal_ends_higher_follows_its_two_conditions():
+    holds, d0, d1, se1 = C.starts_equal_ends_higher([0.1, -0.1, 0.0], [1.0, 1.2, 0.8])
+    assert holds is True and d0 == pytest.approx(0.0) and d1 == pytest.approx(1.0)
+    assert se1 == pytest.approx(np.std([1.0, 1.2, 0.8], ddof=1) / np.sqrt(3))
+    assert C.starts_equal_ends_higher([0.6, 0.6], [1.0, 1.2, 0.8])[0] is False  # not equal at first: 0.6 > 1.0 / 2
+    assert C.starts_equal_ends_higher([0.0, 0.0], [1.0, -1.0, 0.3])[0] is None  # the end is within noise
+    assert C.starts_equal_ends_higher([0.0, 0.0], [-1.0, -1.2, -0.8])[0] is False  # lower at the end

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..attacks import accuracy, eval_mode, pgd_minimal
 from ..train import NonFiniteLossError, TrainSpec, build_from_spec, train_data
 from .. import zoo
-from ..claims import all_hold, exceeds, mean_difference, register_paper
+from ..claims import all_hold, exceeds, mean_difference, paired_difference, register_paper
 from ..core import get_device
 from ..fourier import frequencies_cycles_per_image
 from ..models import (FeatureMixin, Normalize, check_in_shape, make_normalize, positive_int,
@@ -38,7 +38,8 @@ __all__ = ['PAPER', 'PAPER_C_MODELS', 'DEEP_MODELS', 'CircularConv2d', 'LocallyC
            'angular_energy', 'mean_radius', 'angular_uniformity', 'class_predictor', 'paper_c_spec', 'best_epoch',
            'model_at', 'minimal_perturbations', 'perturbation_record', 'cached_perturbation_record',
            'direction_histograms', 'energy_curves', 'alpha_energy_panel', 'mean_bars', 'log_spectrum',
-           'mean_spectrum_image', 'paper_c_models', 'mean_std', 'norms_row', 'alpha_raises_frequency', 'nearer']
+           'mean_spectrum_image', 'paper_c_models', 'mean_std', 'norms_row', 'starts_equal_ends_higher',
+           'alpha_raises_frequency', 'nearer']
 
 # %% ../../nbs/c1_implicit_fourier.ipynb #d02b62b0
 PAPER = register_paper("C", "Learning dynamics and implicit Fourier regularisation")  # the report site's page for this paper is titled so
@@ -545,6 +546,13 @@ def norms_row(rec: dict) -> dict:
     return {"accuracy": rec["accuracy"], "attack success": rec["n_success"] / rec["n"],
             "‖δ̂‖₂": mean_std(rec.get("spec_l2", [])), "‖δ̂‖₁": mean_std(rec.get("spec_l1", [])),
             "mean k_r": mean_std(rec.get("mean_radius", []), 3)}
+
+# %% ../../nbs/c1_implicit_fourier.ipynb #30c571fa
+def starts_equal_ends_higher(initial, final) -> tuple[bool | None, float, float, float]:
+    "(verdict, d0, d1, SE of d1) of 'equal at first, higher at the end' from per-image paired differences at both times."
+    d0, _ = paired_difference(initial)
+    d1, se1 = paired_difference(final)
+    return all_hold([exceeds(d1, se1), bool(abs(d0) < 0.5 * d1) if d1 > 0 else False]), d0, d1, se1
 
 # %% ../../nbs/c1_implicit_fourier.ipynb #0e415172
 def alpha_raises_frequency(recs: dict, names, alphas) -> tuple[bool | None, str]:
