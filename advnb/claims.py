@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,9 +24,9 @@ from .registry import Registry
 
 # %% auto #0
 __all__ = ['PAPERS', 'RULE', 'ROUNDING', 'register_paper', 'Claim', 'record', 'load_claims', 'verdict', 'claims_table',
-           'claim_recorder', 'accuracy_difference_se', 'paired_difference', 'mean_difference', 'exceeds',
-           'bootstrap_se', 'bootstrap_se_groups', 'compare', 'criterion_text', 'all_hold', 'split_variant',
-           'combined_verdict', 'across_seeds']
+           'claim_recorder', 'accuracy_difference_se', 'mean_accuracy_difference_se', 'paired_difference',
+           'mean_difference', 'exceeds', 'bootstrap_se', 'bootstrap_se_groups', 'compare', 'criterion_text', 'all_hold',
+           'split_variant', 'combined_verdict', 'across_seeds']
 
 # %% ../nbs/04_claims.ipynb #ea7b8348
 PAPERS = Registry("paper", "register_paper")  # letter -> title
@@ -143,6 +144,12 @@ def accuracy_difference_se(p1: float, n1: int, p2: float, n2: int | None = None)
     "Standard error of `p1 - p2` for two accuracies measured on `n1` and `n2` images (binomial, unpaired)."
     n2 = n1 if n2 is None else n2
     return (p1 * (1 - p1) / max(n1, 1) + p2 * (1 - p2) / max(n2, 1)) ** 0.5
+
+
+def mean_accuracy_difference_se(pairs) -> float:
+    "SE of the mean of k differences p1 − p2, each binomial on its own n images and taken as independent: √(Σ SE²)/k."
+    pairs = list(pairs)
+    return math.sqrt(sum(accuracy_difference_se(p1, n, p2) ** 2 for p1, n, p2 in pairs)) / len(pairs)
 
 
 def paired_difference(d) -> tuple[float, float]:

@@ -97,3 +97,10 @@ def test_a_notebooks_recorder_fills_its_fields_once_and_a_call_overrides_them(tm
     assert rows.loc["F.1.a", ["paper", "dataset", "notes"]].tolist() == ["F", "fashionmnist", "quick subset"]
     assert rows.loc["F.1.b", ["paper", "dataset"]].tolist() == ["F", "mnist"]
     core._current_run = None
+
+
+def test_the_se_of_a_mean_of_accuracy_differences_adds_their_variances():
+    se = claims.accuracy_difference_se
+    assert claims.mean_accuracy_difference_se([(0.5, 100, 0.5)]) == pytest.approx(se(0.5, 100, 0.5))
+    pairs = [(0.8, 100, 0.6), (0.3, 20, 0.1)]
+    assert claims.mean_accuracy_difference_se(pairs) == pytest.approx((se(0.8, 100, 0.6) ** 2 + se(0.3, 20, 0.1) ** 2) ** 0.5 / 2)

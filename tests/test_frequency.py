@@ -128,3 +128,9 @@ def test_log_amplitude_excess_is_the_per_image_region_mean_of_the_spectrum_diffe
     assert float(log_amplitude_excess(x, x).abs().max()) == 0.0
     assert float(per_image.mean()) == pytest.approx(region_mean(log_amplitude_spectrum(adv) - log_amplitude_spectrum(x), 0.5), abs=1e-4)
     assert float(log_amplitude_excess(adv, x, lo=1.0).min()) > 0  # the corner r > 1 holds the checkerboard
+
+
+def test_low_pass_drop_is_the_peak_before_the_last_scale_minus_the_last():
+    from advnb.papers.a_frequency import low_pass_drop
+    assert low_pass_drop([0.1, 0.45, 0.3, 0.0], [0.0, 0.5, 1.0, FULL_SCALE]) == pytest.approx((0.45, 0.45, 0.5, 0.0))
+    assert low_pass_drop([0.2, 0.1, 0.9], [0.0, 1.0, FULL_SCALE]) == pytest.approx((-0.7, 0.2, 0.0, 0.9))  # no peak: negative

@@ -231,3 +231,14 @@ def test_paper_e_data_gives_the_images_the_models_trained_on():
     assert torch.equal(xtr, x_seen) and torch.equal(ytr, y_seen) and len(ytr) == 30
     assert len(yte) == 20 and torch.bincount(yte, minlength=10).min() == 2  # seeded, class-balanced
     assert S.paper_e_label("cifar10", "fixup_resnet", {"depth": 110}, "paper") == "cifar10, fixup_resnet-110, paper scale"
+
+
+def test_error_gap_change_and_its_binomial_se():
+    def rec(train_err, test_err, n_train, n_test):
+        return {"train error": train_err, "test error": test_err, "error gap": test_err - train_err,
+                "train losses": [0.0] * n_train, "test losses": [0.0] * n_test}
+    before, after = rec(0.1, 0.3, 100, 50), rec(0.2, 0.3, 100, 50)
+    d, se = S.error_gap_change(before, after)
+    assert d == pytest.approx(-0.1)
+    v = 0.1 * 0.9 / 100 + 0.3 * 0.7 / 50 + 0.2 * 0.8 / 100 + 0.3 * 0.7 / 50
+    assert se == pytest.approx(v ** 0.5)

@@ -21,7 +21,7 @@ from ..fourier import radius_nyquist_units
 # %% auto #0
 __all__ = ['FULL_SCALE', 'low_pass_mask', 'centred_spectrum', 'low_pass', 'high_pass', 'swap_high_frequency', 'scale_grid',
            'accuracy_over_scales', 'log_amplitude_spectrum', 'region_mean', 'log_amplitude_excess',
-           'high_frequency_energy_fraction']
+           'high_frequency_energy_fraction', 'low_pass_drop']
 
 # %% ../../nbs/a1_frequency.ipynb #6093a0fd
 FULL_SCALE = math.sqrt(2.0)  # the normalised radius of the spectrum's corners: LP at this scale is the identity
@@ -100,3 +100,9 @@ def high_frequency_energy_fraction(x: torch.Tensor, cutoff_nyquist_units: float 
     r = radius_nyquist_units(*P.shape[-2:], centred=True, device=P.device)
     total = P[:, r > 0].sum(-1)
     return (P[:, r > cutoff_nyquist_units].sum(-1) / total.clamp_min(1e-30)).float()
+
+# %% ../../nbs/a1_frequency.ipynb #e99c3b45
+def low_pass_drop(accuracies, scales) -> tuple[float, float, float, float]:
+    "(drop, peak, its scale, end) of an accuracy curve over `scales`: drop = the peak over s < √2 minus the end at √2."
+    a = np.asarray(accuracies, dtype=float)
+    return float(a[:-1].max() - a[-1]), float(a[:-1].max()), float(scales[int(a[:-1].argmax())]), float(a[-1])

@@ -27,7 +27,7 @@ __all__ = ['PAPER', 'AR_STRENGTHS', 'conv_transfer', 'conv_singular_values', 'la
            'clip_conv_singular_values', 'clip_linear_singular_values', 'SpectralNormalization', 'margins',
            'target_probability', 'loss_variation', 'FixupBlock', 'FixupResNet', 'fixup_resnet', 'fixup_resnet56',
            'fixup_resnet110', 'WRN50_2', 'wrn50_2', 'paper_e_specs', 'paper_e_data', 'paper_e_label',
-           'generalisation_record', 'cached_generalisation_record', 'gap_se']
+           'generalisation_record', 'cached_generalisation_record', 'gap_se', 'error_gap_change']
 
 # %% ../../nbs/e1_spectral.ipynb #35a78982
 PAPER = register_paper("E", "Regularization of adversarial robustness")  # the report site's page for this paper is titled so
@@ -359,3 +359,9 @@ def gap_se(rec: dict) -> float:
     "Standard error of `rec`'s loss gap: sqrt(var(train losses)/n_train + var(test losses)/n_test)."
     tr, te = torch.tensor(rec["train losses"]), torch.tensor(rec["test losses"])
     return float((tr.var() / len(tr) + te.var() / len(te)).sqrt())
+
+
+def error_gap_change(before: dict, after: dict) -> tuple[float, float]:
+    "(change of the error gap from record `before` to `after`, its binomial SE over the four error rates, independent)."
+    v = sum(r[f"{k} error"] * (1 - r[f"{k} error"]) / len(r[f"{k} losses"]) for r in (before, after) for k in ("train", "test"))
+    return after["error gap"] - before["error gap"], v ** 0.5
