@@ -73,9 +73,14 @@ def save_model(model: nn.Module, path: Path, meta: dict | None = None) -> None:
     save_tensors(model.state_dict(), path, meta or {})
 
 
-def load_model_state(model: nn.Module, path: Path, device="cpu") -> dict:
-    "Load weights saved by `save_model` into `model` (strict), returning the metadata."
+def load_model_state(model: nn.Module, path: Path, device="cpu", expect: dict | None = None) -> dict:
+    """Load weights saved by `save_model` into `model` (strict), returning the metadata. `expect`: metadata the checkpoint
+    must record where it records them (its `spec_key`, its `epoch`), so that another run's checkpoint is not taken."""
     tensors, meta = load_tensors(path, device)
+    wrong = {k: (meta[k], v) for k, v in (expect or {}).items() if k in meta and meta[k] != v}
+    if wrong:
+        raise CorruptCheckpointError(f"checkpoint {path} belongs elsewhere: " + ", ".join(
+            f"its {k} is {have!r}, not {want!r}" for k, (have, want) in wrong.items()))
     _load_strict(model, tensors, path)
     return meta
 
@@ -118,16 +123,25 @@ def completed_steps(run_dir: Path) -> list[int]:
     return _listed(run_dir, "step")
 
 # %% ../nbs/04a_checkpoints.ipynb #6ea46ee2
-def first_unsound(run_dir: Path, model: nn.Module | None = None) -> tuple[int | None, int | None]:
-    "`(epoch, step)`: the first epoch and step whose checkpoint does not verify (or load into `model`); None where all do."
+def first_unsound(run_dir: Path, model: nn.Module | None = None,
+                  spec_key: str | None = None) -> tuple[int | None, int | None]:
+    """`(epoch, step)`: the first epoch and step whose checkpoint does not verify (or load into `model`, or records another
+    `spec_key` or another epoch or step than its name says); None where all do."""
     def first(listed, path):
+        kind = "epoch" if listed is completed_epochs else "step"
         have = listed(run_dir)
         if listed is completed_epochs:  # epochs are written in order: a gap is a lost checkpoint
             gaps = sorted(set(range(1, max(have, default=0) + 1)) - set(have))
             have = sorted(have + gaps)
         for n in have:
             try:
-                load_tensors(path(run_dir, n)) if model is None else load_model_state(model, path(run_dir, n))
+                expect = {kind: n, **({"spec_key": spec_key} if spec_key else {})}
+                if model is None:
+                    meta = load_tensors(path(run_dir, n))[1]
+                    if any(k in meta and meta[k] != v for k, v in expect.items()):
+                        return n
+                else:
+                    load_model_state(model, path(run_dir, n), expect=expect)
             except CorruptCheckpointError:
                 return n
         return None

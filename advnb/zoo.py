@@ -41,7 +41,7 @@ def is_trained(spec: TrainSpec, cache_dir=None) -> bool:
 # %% ../nbs/06_zoo.ipynb #599b4f4b
 def _discard_unsound(spec: TrainSpec, d: Path) -> None:
     "Throw away a corrupt or partial checkpoint with everything after it, or a resume state that does not verify."
-    bad_epoch, bad_step = first_unsound(d, build_from_spec(spec))
+    bad_epoch, bad_step = first_unsound(d, build_from_spec(spec), spec.key)
     if bad_epoch is not None or bad_step is not None:
         what = f"epoch {bad_epoch}" if bad_epoch is not None else f"step {bad_step}"
         print(f"zoo: checkpoint of {what} of {spec.name} is corrupt or partial; training again from there")
@@ -78,7 +78,9 @@ def _read_done(spec: TrainSpec, d: Path) -> dict | None:
         return None
     try:
         done = json.loads(p.read_text())
-        int(done["epochs"])
+        if int(done["epochs"]) != spec.epochs or done.get("spec_key", spec.key) != spec.key:
+            raise ValueError(f"it records {done['epochs']} epochs of spec {done.get('spec_key')}, not {spec.epochs} of "
+                             f"{spec.key}")
         return done
     except (ValueError, KeyError, TypeError) as e:
         print(f"zoo: {p} is unreadable ({type(e).__name__}: {e}); finishing {spec.name} from its checkpoints")
@@ -89,12 +91,12 @@ def _read_done(spec: TrainSpec, d: Path) -> dict | None:
 def _get_locked(spec, d, device, train_if_missing, show_progress, verify=False):
     remove_temp_files(d)  # left by a process killed mid-write; we hold the lock, so none is being written
     done = _read_done(spec, d)
-    if done is not None and verify and first_unsound(d, build_from_spec(spec)) != (None, None):
+    if done is not None and verify and first_unsound(d, build_from_spec(spec), spec.key) != (None, None):
         done = None  # something before the final epoch is lost: _discard_unsound below says what and retrains it
     if done is not None:
         model = build_from_spec(spec)
         try:
-            load_model_state(model, checkpoint_path(d, done["epochs"]))
+            load_model_state(model, checkpoint_path(d, spec.epochs), expect={"spec_key": spec.key, "epoch": spec.epochs})
             return model.to(device).eval()
         except CorruptCheckpointError as e:
             print(f"zoo: {e}; repairing {spec.name} from its resume state, or retraining what is lost")
@@ -139,7 +141,7 @@ def load_checkpoint(spec: TrainSpec, *, epoch: int | None = None, step: int | No
         have = checkpoint_epochs(spec, cache_dir) if step is None else checkpoint_steps(spec, cache_dir)
         if (epoch if step is None else step) in have:
             try:
-                load_model_state(model, path)
+                load_model_state(model, path, expect={"spec_key": spec.key, **({"epoch": epoch} if step is None else {"step": step})})
                 return model.to(get_device(device)).eval()
             except CorruptCheckpointError as e:
                 problem = str(e)

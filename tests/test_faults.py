@@ -99,6 +99,28 @@ def test_damage_in_the_middle_of_a_run_is_recovered(tmp_path, reference, name, f
     assert settle(SPEC, tmp_path, reference) == "recovered"
 
 
+@pytest.mark.parametrize("epochs", [1, 2, 5])
+def test_a_done_file_that_names_another_epoch_count_does_not_choose_the_model(tmp_path, reference, epochs):
+    "A one-digit edit of `done.json` (its epochs) must not make the zoo return another epoch's weights as final."
+    zoo.get(SPEC, device="cpu", cache_dir=tmp_path, show_progress=False)
+    p = zoo.spec_dir(SPEC, tmp_path) / "done.json"
+    p.write_text(json.dumps({**json.loads(p.read_text()), "epochs": epochs}))
+    assert settle(SPEC, tmp_path, reference) == "recovered"
+
+
+@pytest.mark.parametrize("name", ["epoch_002", "epoch_003"])
+def test_another_specs_checkpoint_is_not_taken_for_this_ones(tmp_path, reference, name):
+    "A sound checkpoint pair of another spec (seed 4) copied into this spec's folder is retrained, not loaded."
+    other = SPEC.replace(seed=4)
+    zoo.get(SPEC, device="cpu", cache_dir=tmp_path, show_progress=False)
+    zoo.get(other, device="cpu", cache_dir=tmp_path, show_progress=False)
+    for suffix in (".safetensors", ".json"):
+        (zoo.spec_dir(SPEC, tmp_path) / (name + suffix)).write_bytes((zoo.spec_dir(other, tmp_path) / (name + suffix)).read_bytes())
+    assert settle(SPEC, tmp_path, reference) == "recovered"
+    epoch = int(name[-3:])  # and the epoch itself is this spec's again, not the copy
+    assert not same_weights(zoo.load_epoch(SPEC, epoch, "cpu", tmp_path), zoo.load_epoch(other, epoch, "cpu", tmp_path))
+
+
 # ---------------------------------------------------------------------------------------------- killed training
 KILLER = textwrap.dedent("""
     import os, signal, sys
