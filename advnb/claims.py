@@ -13,6 +13,7 @@ import datetime as _dt
 import json
 import math
 import re
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -23,10 +24,10 @@ from .core import SCALES, atomic_write_text, current_run, get_settings
 from .registry import Registry
 
 # %% auto #0
-__all__ = ['PAPERS', 'RULE', 'ROUNDING', 'register_paper', 'Claim', 'record', 'load_claims', 'verdict', 'claims_table',
-           'claim_recorder', 'accuracy_difference_se', 'mean_accuracy_difference_se', 'paired_difference',
-           'mean_difference', 'exceeds', 'bootstrap_se', 'bootstrap_se_groups', 'compare', 'criterion_text', 'all_hold',
-           'split_variant', 'combined_verdict', 'across_seeds']
+__all__ = ['PAPERS', 'RULE', 'ROUNDING', 'register_paper', 'Claim', 'record', 'forget_notebook', 'load_claims', 'verdict',
+           'claims_table', 'claim_recorder', 'accuracy_difference_se', 'mean_accuracy_difference_se',
+           'paired_difference', 'mean_difference', 'exceeds', 'bootstrap_se', 'bootstrap_se_groups', 'compare',
+           'criterion_text', 'all_hold', 'split_variant', 'combined_verdict', 'across_seeds']
 
 # %% ../nbs/04_claims.ipynb #ea7b8348
 PAPERS = Registry("paper", "register_paper")  # letter -> title
@@ -66,8 +67,11 @@ class Claim:
                 raise TypeError(f"claim {self.id!r}: holds must be True, False or None, not {self.holds!r}")
         if self.scale not in SCALES:
             raise ValueError(f"claim {self.id!r}: scale {self.scale!r} is not one of {SCALES}")
-        if not self.id or any(c.isspace() for c in self.id):
+        if not isinstance(self.id, str) or not self.id or any(c.isspace() for c in self.id):
             raise ValueError(f"claim id {self.id!r} must be a non-empty string without spaces")
+        if not (isinstance(self.paper, str) and re.fullmatch(r"[A-Z]|foundation", self.paper)):
+            raise ValueError(f"claim {self.id!r}: paper must be one capital letter (its notebooks' first) or 'foundation', "
+                             f"not {self.paper!r}")
 
 # %% ../nbs/04_claims.ipynb #0b19726e
 def _claims_file(scale: str | None = None, reports_dir: Path | str | None = None) -> Path:
@@ -77,10 +81,27 @@ def _claims_file(scale: str | None = None, reports_dir: Path | str | None = None
     return root / (scale or current_run().scale) / "claims.jsonl"
 
 
-def _read(path: Path) -> list[dict]:
+def _read(path: Path, unreadable: list | None = None) -> list[dict]:
+    """The claims of a ledger file. A line that is not a claim (not JSON, a field missing or of the wrong kind: a verdict
+    written as the string "false", a paper that is not a letter) is left out with a one-line warning, and appended
+    to `unreadable` when a list is given, so that whoever rewrites the ledger can keep it."""
     if not path.exists():
         return []
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    rows = []
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            Claim(**row)  # the same checks as a claim being recorded
+            rows.append(row)
+        except (ValueError, TypeError) as e:
+            why = str(e) if not isinstance(e, json.JSONDecodeError) else f"not JSON: {e}"
+            print(f"advnb: {path}, line {n}, is not a claim and is left out ({why}); "
+                  f"rewriting the ledger moves it to {path.name}.unreadable", file=sys.stderr)
+            if unreadable is not None:
+                unreadable.append(line)
+    return rows
 
 # %% ../nbs/04_claims.ipynb #315e7a6d
 def record(id: str, paper: str, section: str, statement: str, paper_value: Any, our_value: Any,
@@ -99,11 +120,35 @@ def record(id: str, paper: str, section: str, statement: str, paper_value: Any, 
     path = run.root.parent / c.scale / "claims.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):  # several notebooks may record at once under `advnb run --jobs N`
-        rows = [r for r in _read(path) if r["id"] != c.id]
+        bad: list[str] = []
+        rows = [r for r in _read(path, bad) if r["id"] != c.id]
         rows.append(asdict(c))
-        rows.sort(key=lambda r: (r["paper"], r["section"], r["id"]))
+        rows.sort(key=lambda r: (r["paper"], str(r["section"]), r["id"]))
+        if bad:  # nothing is lost: lines that are not claims move beside the ledger
+            kept = path.with_name(path.name + ".unreadable")
+            atomic_write_text(kept, (kept.read_text() if kept.exists() else "") + "".join(l + "\n" for l in bad))
         atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
     return c
+
+# %% ../nbs/04_claims.ipynb #903a33d7
+def forget_notebook(notebook: str, scale_dir: Path | str) -> list[str]:
+    "Remove the claims `notebook` (with its `@variant`, if any) recorded in `scale_dir/claims.jsonl`; their ids."
+    path = Path(scale_dir) / "claims.jsonl"
+    if not path.exists():
+        return []
+    with FileLock(str(path) + ".lock"):
+        raw = [l for l in path.read_text(errors="replace").splitlines() if l.strip()]
+        keep, gone = [], []
+        for line in raw:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                keep.append(line)  # not a claim: left for `record` to set aside
+                continue
+            (gone if isinstance(row, dict) and row.get("notebook") == notebook else keep).append(line)
+        if gone:
+            atomic_write_text(path, "".join(l + "\n" for l in keep))
+    return [json.loads(l).get("id") for l in gone]
 
 # %% ../nbs/04_claims.ipynb #8bcd3f69
 def load_claims(scale: str | None = None, reports_dir: Path | str | None = None):
@@ -118,6 +163,8 @@ def verdict(holds) -> str:
     "`holds` as a word for tables: holds / does not hold / inconclusive."
     if holds is None or (isinstance(holds, float) and holds != holds):
         return "inconclusive"
+    if not (isinstance(holds, bool) or type(holds).__name__ == "bool_"):
+        raise ValueError(f"a verdict is True, False or None, not {holds!r}")  # "false" is a string, and truthy
     return "holds" if bool(holds) else "does not hold"
 
 

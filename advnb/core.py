@@ -17,6 +17,7 @@ import importlib
 import inspect
 import json
 import os
+import re
 import random
 import sys
 import sysconfig
@@ -29,12 +30,12 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['SCALES', 'PRECISIONS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SETTINGS_SECTION', 'SettingsError', 'Settings',
-           'find_settings_file', 'load_settings', 'get_settings', 'seed_everything', 'apply_torch_threads',
+__all__ = ['SCALES', 'PRECISIONS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SETTINGS_SECTION', 'VARIANT_CHARS', 'SettingsError',
+           'Settings', 'find_settings_file', 'load_settings', 'get_settings', 'seed_everything', 'apply_torch_threads',
            'torch_generator', 'get_device', 'mixed_precision', 'use_channels_last', 'atomic_path', 'atomic_write_bytes',
            'atomic_write_text', 'atomic_write_json', 'canonical_json', 'content_hash', 'normalized_source',
            'code_fingerprint', 'Run', 'variant_name', 'start_run', 'current_run', 'output_name', 'output_meta',
-           'save_figure', 'markdown_table', 'save_table', 'progress']
+           'save_figure', 'forget_outputs', 'markdown_table', 'save_table', 'progress']
 
 # %% ../nbs/00_core.ipynb #6bd7579f
 SCALES = ("smoke", "quick", "paper")
@@ -443,12 +444,17 @@ class Run:
 _current_run: Run | None = None
 
 
+VARIANT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789=,.-_+[]")  # no path separator
+
+
 def variant_name(overrides: dict) -> str:
     "The name of a parameter override, from its values: `{'epochs': 40, 'lr': 0.01}` → `epochs=40,lr=0.01`."
     def text(v):
         return v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
     name = ",".join(f"{k}={text(v)}" for k, v in sorted(overrides.items()))
-    return "".join(c if c.isalnum() or c in "=,.-_+[]" else "_" for c in name)
+    safe = "".join(c if c in VARIANT_CHARS else "_" for c in name)
+    # two overrides that differ only in replaced characters ("a/b", "a b") must not share a name
+    return safe if safe == name else f"{safe}-{content_hash(overrides)[:6]}"
 
 
 def start_run(notebook: str, scale: str = "smoke", seed: int = 0, reports_dir: Path | str | None = None,
@@ -461,6 +467,9 @@ def start_run(notebook: str, scale: str = "smoke", seed: int = 0, reports_dir: P
         raise SettingsError(f"scale={scale!r} is not one of {', '.join(SCALES)}")
     root = Path(reports_dir) if reports_dir is not None else get_settings().reports_dir
     variant = os.environ.get(ENV_PREFIX + "VARIANT", "") if variant is None else variant
+    if not set(variant) <= VARIANT_CHARS:
+        raise SettingsError(f"variant {variant!r} ({ENV_PREFIX}VARIANT) may hold only letters, digits and =,.-_+[] "
+                            f"(it becomes part of file names); advnb run --set writes it so")
     run = Run(notebook=notebook, scale=scale, seed=int(seed), root=(root / scale).resolve(), variant=variant)
     run.figures_dir.mkdir(parents=True, exist_ok=True)
     run.tables_dir.mkdir(parents=True, exist_ok=True)
@@ -476,7 +485,11 @@ def current_run() -> Run:
 
 # %% ../nbs/00_core.ipynb #eb220a03
 def output_name(name: str, paper: str | None = None, number: str | int | None = None, kind: str = "fig") -> str:
-    "`A_fig1a_name` style stem; `paper` and `number` are optional."
+    "`A_fig1a_name` style stem; `paper` (one capital letter) and `number` (letters and digits) are optional."
+    if paper is not None and not re.fullmatch(r"[A-Z]", str(paper)):
+        raise ValueError(f"paper must be one capital letter, got {paper!r}")
+    if number is not None and not re.fullmatch(r"[A-Za-z0-9.+_\-]+", str(number)):
+        raise ValueError(f"a figure or table number is letters, digits and .+-_ (1, 3a, S2, B.4, 9-11), got {number!r}")
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_")
     parts = ([paper] if paper else []) + ([f"{kind}{number}"] if number is not None else []) + [safe]
     return "_".join(parts)
@@ -506,6 +519,23 @@ def save_figure(fig, name: str, paper: str | None = None, number: str | int | No
         paths.append(p)
     output_meta(paths[0], run, caption=caption, dataset=dataset, models=models)
     return paths
+
+# %% ../nbs/00_core.ipynb #922f4d66
+def forget_outputs(notebook: str, scale_dir: Path | str) -> list[Path]:
+    "Delete the figures and tables whose sidecar says `notebook` (with its `@variant`) wrote them; the files removed."
+    gone = []
+    for kind in ("figures", "tables"):
+        for side in sorted((Path(scale_dir) / kind).glob("*.json")):
+            try:
+                owner = json.loads(side.read_text()).get("notebook")
+            except (ValueError, AttributeError):
+                continue
+            if owner == notebook:
+                for f in side.parent.glob(side.stem + ".*"):
+                    if f.stem == side.stem:
+                        f.unlink(missing_ok=True)
+                        gone.append(f)
+    return gone
 
 # %% ../nbs/00_core.ipynb #7a34864c
 def markdown_table(df, floatfmt: str = ".4g") -> str:

@@ -63,7 +63,7 @@ def show_heatmap(ax, a, title: str | None = None, signed: bool = False, vlim=Non
 Panel = tuple  # (letter, title, draw(ax)) or (letter, title, draw(ax), file suffix)
 
 
-def panel_figure(panels: Sequence[Panel], number: str, title: str, stem: str, paper: str, ncols: int | None = None,
+def panel_figure(panels: Sequence[Panel], number: str, title: str, stem: str, paper: str | None, ncols: int | None = None,
                  panel_size: tuple[float, float] = (3.6, 3.2), legend: bool = False,
                  panel_legend_fontsize: float | None = None, alone_note: str = "") -> plt.Figure:
     "Draw `panels` on one figure saved as `paper`'s figure `number`; save each alone (title + `alone_note`) as `number`+letter."

@@ -337,3 +337,138 @@ def test_missing_dataset_leaves_no_empty_spec_folder(tmp_path, monkeypatch):
         monkeypatch.undo()
         core.get_settings(reload=True)
     record("clear stop")
+
+
+# ------------------------------------------------------------------------------- hostile names, ledgers and sites
+def _files_under(root: Path) -> set[Path]:
+    return {p.resolve() for p in root.rglob("*")}
+
+
+def test_a_variant_or_a_paper_that_is_a_path_writes_nothing_outside_the_reports(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    reports, outside = tmp_path / "reports", tmp_path
+    before = _files_under(outside)
+    monkeypatch.setenv("ADVNB_VARIANT", "x/../../../../ESCAPED")
+    with pytest.raises(core.SettingsError, match="may hold only letters"):
+        core.start_run("a1_demo", "smoke", 0, reports_dir=reports)
+    monkeypatch.delenv("ADVNB_VARIANT")
+    run = core.start_run("a1_demo", "smoke", 0, reports_dir=reports)
+    fig = plt.figure()
+    for bad in (dict(paper="../../ESCAPED"), dict(paper="A", number="1/../../../ESCAPED")):
+        with pytest.raises(ValueError):
+            core.save_figure(fig, "x", run=run, **bad)
+    plt.close(fig)
+    assert not any(p.name.startswith("ESCAPED") for p in _files_under(outside) - before)
+    assert all(reports.resolve() in p.parents or p == reports.resolve() for p in _files_under(outside) - before)
+    core._current_run = None
+    record("clear stop")
+
+
+def test_two_overrides_that_differ_only_in_replaced_characters_get_two_names():
+    names = {core.variant_name({"label": v}) for v in ("a/b", "a b", "a_b")}
+    assert len(names) == 3 and core.variant_name({"epochs": 40}) == "epochs=40"  # a plain override keeps its name
+    assert all(set(n) <= core.VARIANT_CHARS for n in names)
+    record("recovered")
+
+
+def _ledger_demo(tmp_path):
+    from advnb import claims
+    core.start_run("a1_demo", "smoke", 0, reports_dir=tmp_path)
+    claims.record("A.1.good", "A", "1", "s", 1, 2, True)
+    return claims, tmp_path / "smoke" / "claims.jsonl"
+
+
+@pytest.mark.parametrize("bad", ["not json at all", '{"id": "A.1.x"}', '[1, 2]',
+                                 json.dumps({"id": "A.1.str", "paper": "A", "section": "1", "statement": "s",
+                                             "paper_value": 1, "our_value": 2, "holds": "false"}),
+                                 json.dumps({"id": "A.1.path", "paper": "/../../ESCAPED", "section": "1",
+                                             "statement": "s", "paper_value": 1, "our_value": 2, "holds": True})])
+def test_a_bad_ledger_line_is_left_out_kept_and_breaks_nothing(tmp_path, bad, capsys):
+    from advnb.workflow import site
+    claims, ledger = _ledger_demo(tmp_path)
+    ledger.write_text(ledger.read_text() + bad + "\n")
+    rows = claims.load_claims("smoke", tmp_path)
+    assert list(rows["id"]) == ["A.1.good"] and "is not a claim and is left out" in capsys.readouterr().err
+    claims.record("A.1.next", "A", "1", "s", 1, 2, None)  # recording goes on, and the bad line is kept aside
+    assert sorted(claims.load_claims("smoke", tmp_path)["id"]) == ["A.1.good", "A.1.next"]
+    assert (ledger.parent / "claims.jsonl.unreadable").read_text() == bad + "\n"
+    before = _files_under(tmp_path.parent)
+    site.build_site(tmp_path, "smoke")
+    assert all(tmp_path.resolve() in p.parents for p in _files_under(tmp_path.parent) - before)
+    assert claims.claims_table("smoke", tmp_path)["verdict"].tolist() == ["holds", "inconclusive"]
+    core._current_run = None
+    record("recovered")
+
+
+def test_a_verdict_written_as_a_string_is_not_taken_for_holding():
+    from advnb import claims
+    with pytest.raises(ValueError, match="True, False or None"):
+        claims.verdict("false")
+    record("clear stop")
+
+
+def test_a_sidecar_cannot_make_a_link_to_anything_but_a_notebook(tmp_path):
+    from advnb.workflow import site
+    figs = tmp_path / "smoke" / "figures"
+    figs.mkdir(parents=True)
+    (figs / "A_fig1_x.png").write_bytes(b"")
+    (figs / "A_fig1_x.json").write_text(json.dumps({"notebook": "javascript:alert(1)//", "scale": "smoke"}))
+    (figs / "A_fig2_y.png").write_bytes(b"")
+    (figs / "A_fig2_y.json").write_text(json.dumps(["a", "list"]))
+    out = {f["stem"]: f for f in site.outputs(tmp_path / "smoke", "figures")}
+    assert out["A_fig1_x"]["notebook"] == "" and out["A_fig2_y"]["notebook"] == ""
+    site.build_site(tmp_path, "smoke")
+    assert "javascript:" not in (tmp_path / "smoke" / "paper-A.html").read_text()
+    record("recovered")
+
+
+def test_a_damaged_mathjax_copy_is_reinstalled(tmp_path):
+    from advnb.workflow import site
+    mj = site.install_mathjax(tmp_path)
+    (mj / "MathJax.js").unlink()
+    assert (site.install_mathjax(tmp_path) / "MathJax.js").exists()
+    assert not [p for p in tmp_path.glob("_static/.mathjax*")]  # no half-copied folder left
+    record("recovered")
+
+
+def _project_with(tmp_path, body: str):
+    from notebook_fixtures import make_project
+    return make_project(tmp_path / "proj", {"a1_demo": (PARAMS, body)})
+
+
+def test_relative_path_settings_mean_the_same_folder_in_the_runner_and_in_the_kernel(tmp_path, monkeypatch):
+    body = ("import json, pathlib\nfrom advnb.core import get_settings\ns = get_settings()\n"
+            "pathlib.Path('seen.json').write_text(json.dumps([str(s.cache_dir), str(s.data_root)]))")
+    proj = _project_with(tmp_path, body)
+    monkeypatch.chdir(proj)
+    monkeypatch.setenv("ADVNB_CACHE_DIR", "relcache")
+    monkeypatch.setenv("ADVNB_DATA_ROOT", "../reldata")
+    core.get_settings(reload=True)
+    try:
+        assert runner.run("smoke", project=proj, reports_dir=proj / "reports", log=lambda m: None) == 0
+    finally:
+        monkeypatch.undo()
+        core.get_settings(reload=True)
+    seen = json.loads((proj / "nbs" / "seen.json").read_text())  # the kernel runs in nbs/
+    assert seen == [str((proj / "relcache").resolve()), str((tmp_path / "reldata").resolve())]
+    record("recovered")
+
+
+def test_a_rerun_replaces_the_claims_and_figures_the_notebook_recorded_before(tmp_path):
+    body = ("import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+            "from advnb.core import start_run, save_figure\nfrom advnb.claims import record\n"
+            "run = start_run('a1_demo', scale=scale, seed=0)\nfig = plt.figure()\n"
+            "save_figure(fig, NAME, paper='A', number=1)\nrecord('A.1.' + NAME, 'A', '1', 's', 1, 2, True)")
+    proj = _project_with(tmp_path, body)
+    reports = proj / "reports"
+    for name in ("old", "new"):
+        nbpath = proj / "nbs" / "a1_demo.ipynb"
+        nb = nbformat.read(str(nbpath), as_version=4)
+        nb.cells[2].source = f"NAME = {name!r}\n" + body
+        nbformat.write(nb, str(nbpath))
+        assert runner.run("smoke", project=proj, reports_dir=reports, log=lambda m: None) == 0
+    figures = sorted(p.name for p in (reports / "smoke" / "figures").glob("*.png"))
+    ledger = [json.loads(l)["id"] for l in (reports / "smoke" / "claims.jsonl").read_text().splitlines()]
+    assert figures == ["A_fig1_new.png"] and ledger == ["A.1.new"]
+    assert "A_fig1_old" not in (reports / "smoke" / "paper-A.html").read_text()
+    record("recovered")

@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 
 import advnb
-from ..core import (SCALES, SettingsError, atomic_write_json, atomic_write_text, content_hash, find_settings_file, get_device,
-                        get_settings, variant_name)
+from ..claims import forget_notebook
+from ..core import (SCALES, SettingsError, atomic_write_json, atomic_write_text, content_hash, find_settings_file,
+                        forget_outputs, get_device, get_settings, variant_name)
 from .plan import PlanError, plan, plan_markdown
 from .project import (RunnerError, expand_grid, find_project, is_report, last_state, list_notebooks,
                                     load_param_sets, notebook_parameters, parse_overrides, select_notebooks, state_path,
@@ -89,7 +90,11 @@ def run_notebook(path: Path, scale: str, params: dict, reports_root: Path, kerne
     reports.mkdir(parents=True, exist_ok=True)
     stem = path.stem + (f"@{variant}" if variant else "")
     out_nb, out_html = reports / f"{stem}.ipynb", reports / f"{stem}.html"
-    kernel_env = dict(ADVNB_REPORTS_DIR=str(reports_root.resolve()), ADVNB_PLAIN_PROGRESS="1",
+    settings = get_settings()  # read here, relative paths resolved against this process's folder, not the kernel's nbs/
+    forget_outputs(stem, reports)  # this run replaces what the notebook wrote before
+    forget_notebook(stem, reports)
+    kernel_env = dict(ADVNB_REPORTS_DIR=str(reports_root.resolve()), ADVNB_CACHE_DIR=str(settings.cache_dir),
+                      ADVNB_DATA_ROOT=str(settings.data_root), ADVNB_PLAIN_PROGRESS="1",
                       PYDEVD_DISABLE_FILE_VALIDATION="1", ADVNB_VARIANT=variant or None)
     saved_env = {k: os.environ.get(k) for k in kernel_env}
     os.environ.update({k: v for k, v in kernel_env.items() if v is not None})  # the kernel inherits it; restored below

@@ -54,8 +54,14 @@ def install_mathjax(reports: Path) -> Path:
     shutil.copytree(src, tmp, ignore=lambda d, names: [n for n in names if Path(d).name == "localization" and n != "en"])
     try:
         tmp.rename(dst)
-    except OSError:  # another process installed it meanwhile
-        shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:  # `dst` exists: another process installed it meanwhile, or it is a damaged copy
+        if (dst / "MathJax.js").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            stale = dst.with_name(tmp.name + "-stale")
+            dst.rename(stale)
+            tmp.rename(dst)
+            shutil.rmtree(stale, ignore_errors=True)
     return dst
 
 # %% ../../nbs/09_site.ipynb #52ee2109
@@ -84,6 +90,7 @@ def remote_resources(page: str) -> list[str]:
     return list(dict.fromkeys(_REMOTE.findall(page) + _REMOTE_CODE.findall(page)))
 
 # %% ../../nbs/09_site.ipynb #c0e20f73
+_NOTEBOOK_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_=,.+\-\[\]@]*")  # a notebook stem, maybe with `@variant`
 _NAME = re.compile(r"^(?P<paper>[A-Z])_(?P<nums>(?:(?:fig|table)[^_@]+_?)*)(?P<name>[^@]*?)(?:@(?P<variant>.+))?$")
 
 
@@ -185,7 +192,9 @@ def outputs(reports: Path, kind: str) -> list[dict]:
             meta = json.loads(side.read_text()) if side.exists() else {}
         except ValueError:
             meta = {}
+        meta = meta if isinstance(meta, dict) else {}  # a sidecar of another shape says nothing
         nb = meta.get("notebook", "")
+        nb = nb if isinstance(nb, str) and _NOTEBOOK_NAME.fullmatch(nb) else ""  # it becomes a link: a name, never a URL
         if nb and nb not in params:
             params[nb] = run_parameters(reports / f"{nb}.ipynb"), model_parameter_names(reports / f"{nb}.ipynb")
         ds, models = describe_run(*params.get(nb, ({}, set())))
