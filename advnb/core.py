@@ -530,8 +530,8 @@ def forget_outputs(notebook: str, scale_dir: Path | str) -> list[Path]:
                 owner = json.loads(side.read_text()).get("notebook")
             except (ValueError, AttributeError):
                 continue
-            if owner == notebook:
-                for f in side.parent.glob(side.stem + ".*"):
+            if owner == notebook:  # its files by name, not by a glob pattern (a variant's `[0.1,1]` is one)
+                for f in sorted(side.parent.iterdir()):
                     if f.stem == side.stem:
                         f.unlink(missing_ok=True)
                         gone.append(f)

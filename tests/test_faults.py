@@ -472,3 +472,16 @@ def test_a_rerun_replaces_the_claims_and_figures_the_notebook_recorded_before(tm
     assert figures == ["A_fig1_new.png"] and ledger == ["A.1.new"]
     assert "A_fig1_old" not in (reports / "smoke" / "paper-A.html").read_text()
     record("recovered")
+
+
+def test_forgetting_a_variants_outputs_takes_its_files_by_name_not_by_pattern(tmp_path):
+    figs = tmp_path / "figures"
+    figs.mkdir()
+    stem = "A_fig1_x@alphas=[0.1,1]"  # brackets: a glob pattern would not match this name
+    for ext in ("png", "pdf"):
+        (figs / f"{stem}.{ext}").write_bytes(b"")
+    (figs / f"{stem}.json").write_text(json.dumps({"notebook": "c3_linear@alphas=[0.1,1]"}))
+    (figs / "A_fig1_x.png").write_bytes(b"")  # the scale's own run of the same figure stays
+    core.forget_outputs("c3_linear@alphas=[0.1,1]", tmp_path)
+    assert sorted(p.name for p in figs.iterdir()) == ["A_fig1_x.png"]
+    record("recovered")

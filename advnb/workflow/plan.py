@@ -22,17 +22,14 @@ import torch.nn.functional as F
 from .. import core, data, zoo
 from ..data import DATASETS, SYNTHETIC_DEFAULT_PER_CLASS, dataset_generator, dataset_info
 from ..train import OBJECTIVES, TrainSpec, build_from_spec, eval_attack_of, get_objective
-from .project import (expand_grid, find_project, list_notebooks, load_param_sets, select_notebooks,
-                                    validate_param_sets)
+from .project import (MODELS_TAG, expand_grid, find_project, list_notebooks, load_param_sets,
+                                    select_notebooks, validate_param_sets)
 
 # %% auto #0
-__all__ = ['MODELS_TAG', 'PlanError', 'notebook_specs', 'split_size', 'passes_per_image', 'spec_cost', 'seconds_per_pass', 'plan',
+__all__ = ['PlanError', 'notebook_specs', 'split_size', 'passes_per_image', 'spec_cost', 'seconds_per_pass', 'plan',
            'plan_markdown']
 
 # %% ../../nbs/07a_plan.ipynb #208ac394
-MODELS_TAG = "models"
-
-
 class PlanError(RuntimeError):
     "A notebook cannot be planned; the message names the notebook, the cell and the fix."
 

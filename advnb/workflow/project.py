@@ -19,7 +19,7 @@ import advnb
 from ..core import SCALES
 
 # %% auto #0
-__all__ = ['RunnerError', 'find_project', 'is_report', 'list_notebooks', 'notebook_parameters', 'load_param_sets',
+__all__ = ['MODELS_TAG', 'RunnerError', 'find_project', 'is_report', 'list_notebooks', 'notebook_parameters', 'load_param_sets',
            'validate_param_sets', 'select_notebooks', 'parse_overrides', 'expand_grid', 'state_path', 'last_state']
 
 # %% ../../nbs/07_project.ipynb #1afcb9bd
@@ -48,6 +48,9 @@ def list_notebooks(project: Path) -> list[Path]:
     return sorted(nbs, key=lambda p: (is_report(p), p.stem))
 
 # %% ../../nbs/07_project.ipynb #4af36f95
+MODELS_TAG = "models"  # the cells that build a notebook's TrainSpecs: `advnb plan` runs them alone, the site reads them
+
+
 def notebook_parameters(path: Path) -> dict:
     "The defaults in the notebook's `parameters` cell, as Python values ({} when it has none)."
     nb = json.loads(Path(path).read_text())

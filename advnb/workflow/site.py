@@ -26,7 +26,7 @@ import advnb
 from ..claims import PAPERS, load_claims, verdict
 from ..core import SCALES, atomic_write_text
 from ..registry import load_plugins
-from .project import last_state
+from .project import MODELS_TAG, last_state
 
 # %% auto #0
 __all__ = ['MATHJAX_URL', 'TEMPLATE_DIR', 'VERDICTS', 'mathjax_source', 'install_mathjax', 'notebook_html', 'remote_resources',
@@ -136,7 +136,7 @@ def run_parameters(ipynb: Path) -> dict:
 def model_parameter_names(ipynb: Path) -> set[str]:
     "The names the notebook's cells tagged `models` read: among them, the parameters that decide its models."
     names = set()
-    for src in _cells(ipynb, "models"):
+    for src in _cells(ipynb, MODELS_TAG):
         try:
             names |= {n.id for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
         except SyntaxError:
