@@ -30,12 +30,12 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['SCALES', 'PRECISIONS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SETTINGS_SECTION', 'VARIANT_CHARS', 'SettingsError',
-           'Settings', 'find_settings_file', 'load_settings', 'get_settings', 'seed_everything', 'apply_torch_threads',
-           'torch_generator', 'get_device', 'mixed_precision', 'use_channels_last', 'atomic_path', 'atomic_write_bytes',
-           'atomic_write_text', 'atomic_write_json', 'canonical_json', 'content_hash', 'normalized_source',
-           'code_fingerprint', 'Run', 'variant_name', 'start_run', 'current_run', 'output_name', 'output_meta',
-           'save_figure', 'forget_outputs', 'markdown_table', 'save_table', 'progress']
+__all__ = ['SCALES', 'PRECISIONS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SETTINGS_SECTION', 'VARIANT_CHARS', 'VARIANT_MAX',
+           'SettingsError', 'Settings', 'find_settings_file', 'load_settings', 'get_settings', 'seed_everything',
+           'apply_torch_threads', 'torch_generator', 'get_device', 'mixed_precision', 'use_channels_last',
+           'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'canonical_json',
+           'content_hash', 'normalized_source', 'code_fingerprint', 'Run', 'variant_name', 'start_run', 'current_run',
+           'output_name', 'output_meta', 'save_figure', 'forget_outputs', 'markdown_table', 'save_table', 'progress']
 
 # %% ../nbs/00_core.ipynb #6bd7579f
 SCALES = ("smoke", "quick", "paper")
@@ -445,6 +445,7 @@ _current_run: Run | None = None
 
 
 VARIANT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789=,.-_+[]")  # no path separator
+VARIANT_MAX = 100  # characters: a render's file name (notebook@variant plus a figure's name) stays far below 255
 
 
 def variant_name(overrides: dict) -> str:
@@ -453,8 +454,10 @@ def variant_name(overrides: dict) -> str:
         return v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
     name = ",".join(f"{k}={text(v)}" for k, v in sorted(overrides.items()))
     safe = "".join(c if c in VARIANT_CHARS else "_" for c in name)
-    # two overrides that differ only in replaced characters ("a/b", "a b") must not share a name
-    return safe if safe == name else f"{safe}-{content_hash(overrides)[:6]}"
+    if safe == name and len(name) <= VARIANT_MAX:
+        return name
+    # two overrides that differ only in replaced characters ("a/b", "a b"), or past the length cut, must not share a name
+    return f"{safe[:VARIANT_MAX - 7]}-{content_hash(overrides)[:6]}"
 
 
 def start_run(notebook: str, scale: str = "smoke", seed: int = 0, reports_dir: Path | str | None = None,

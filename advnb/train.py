@@ -161,6 +161,10 @@ class TrainSpec:
             raise ValueError(f"augment {self.augment!r}: use False, True (pad-crop + flip) or 'flip' (flips only)")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs ({self.epochs}) and batch_size ({self.batch_size}) must be positive")
+        for name in ("n_per_class", "eval_n_per_class"):  # 0 would train on nothing or average over nothing (NaN)
+            n = getattr(self, name)
+            if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
+                raise ValueError(f"{name} must be None (the whole split) or a whole number of at least 1, got {n!r}")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be a positive number of steps or None, got {self.checkpoint_every}")
         object.__setattr__(self, "milestones", tuple(self.milestones))

@@ -485,3 +485,72 @@ def test_forgetting_a_variants_outputs_takes_its_files_by_name_not_by_pattern(tm
     core.forget_outputs("c3_linear@alphas=[0.1,1]", tmp_path)
     assert sorted(p.name for p in figs.iterdir()) == ["A_fig1_x.png"]
     record("recovered")
+
+
+# ------------------------------------------------------------------------ bad values given on the command line or in a spec
+LABELLED = 'scale = "smoke"\nseed = 0\nlr = 0.1\nlabel = "x"'
+
+
+@pytest.fixture
+def labelled_project(tmp_path):
+    "A one-notebook project whose parameters cell declares a float (`lr`) and a string (`label`)."
+    for d in ("nbs", "params"):
+        (tmp_path / d).mkdir()
+    for s in ("smoke", "quick", "paper"):
+        (tmp_path / "params" / f"{s}.yaml").write_text("{}\n")
+    make_notebook(tmp_path / "nbs" / "a_first.ipynb", LABELLED, "print(lr, len(label))")
+    return tmp_path
+
+
+def main_in(project, *args) -> list[str]:
+    return [*args, "--project", str(project), "--reports-dir", str(project / "reports")]
+
+
+@pytest.mark.parametrize("args,needle", [(["run", "--jobs", "-3"], "argument --jobs: '-3': give a whole number of at least 1"),
+                                         (["run", "--jobs", "0"], "argument --jobs: '0': give a whole number of at least 1"),
+                                         (["run", "--cpus-per-job", "x"], "'x': give a whole number of at least 1"),
+                                         (["plan", "--device", "nonsense"], "--device 'nonsense' is not a device torch knows"),
+                                         (["plan", "--device", "meta"], "--device 'meta' holds no data, so no pass can be timed")])
+def test_a_count_or_a_device_that_cannot_be_is_one_line_and_exit_2(labelled_project, args, needle, capsys):
+    try:
+        rc = runner.main(main_in(labelled_project, *args))
+    except SystemExit as e:  # argparse's own stop for a value its type refuses
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2 and needle in err and "Traceback" not in err, err
+    assert not (labelled_project / "reports").exists()  # nothing ran
+    record("clear stop")
+
+
+def test_a_number_yaml_reads_as_text_says_how_to_write_it(labelled_project, capsys):
+    assert runner.main(main_in(labelled_project, "run", "a_first", "--set", "lr=1e-3")) == 2
+    err = capsys.readouterr().err
+    assert "lr='1e-3' is a str" in err and "write 0.001" in err and "Traceback" not in err, err
+    record("clear stop")
+
+
+def test_a_grid_that_lists_a_value_twice_is_refused(labelled_project, capsys):
+    (labelled_project / "params" / "smoke.yaml").write_text("a_first: {grid: {seed: [0, 0]}}\n")
+    assert runner.main(main_in(labelled_project, "run", "--scale", "smoke")) == 2
+    err = capsys.readouterr().err
+    assert "grid: seed lists a value twice" in err and "Traceback" not in err, err
+    assert not (labelled_project / "reports" / "smoke" / ".state").exists()
+    record("clear stop")
+
+
+def test_a_long_override_renders_under_a_short_name(labelled_project):
+    logs = []
+    assert runner.run("smoke", ["a_first"], project=labelled_project, reports_dir=labelled_project / "reports", log=logs.append,
+                      overrides={"label": "y" * 300}) == 0, logs
+    written = [p for p in (labelled_project / "reports").rglob("*")]
+    assert any(p.name.startswith("a_first@label=yyy") for p in written)
+    assert max(len(p.name) for p in written) <= 140
+    record("recovered")
+
+
+@pytest.mark.parametrize("field", ["n_per_class", "eval_n_per_class"])
+@pytest.mark.parametrize("value", [0, -2, True])
+def test_a_spec_that_trains_or_evaluates_on_nothing_is_refused(field, value):
+    with pytest.raises(ValueError, match=f"{field} must be None .* or a whole number of at least 1, got {value!r}"):
+        TrainSpec(**{**TINY, field: value})
+    record("clear stop")

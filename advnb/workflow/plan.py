@@ -26,8 +26,8 @@ from .project import (MODELS_TAG, expand_grid, find_project, list_notebooks, loa
                                     select_notebooks, validate_param_sets)
 
 # %% auto #0
-__all__ = ['PlanError', 'notebook_specs', 'split_size', 'passes_per_image', 'spec_cost', 'seconds_per_pass', 'plan',
-           'plan_markdown']
+__all__ = ['PlanError', 'notebook_specs', 'split_size', 'passes_per_image', 'spec_cost', 'seconds_per_pass', 'timing_device',
+           'plan', 'plan_markdown']
 
 # %% ../../nbs/07a_plan.ipynb #208ac394
 class PlanError(RuntimeError):
@@ -144,6 +144,17 @@ def seconds_per_pass(spec: TrainSpec, device=None, repeats: int = 2, cpu_batch: 
     for _ in range(repeats): step()
     return (time.perf_counter() - t0) / (repeats * b)
 
+# %% ../../nbs/07a_plan.ipynb #dc2a84cb
+def timing_device(device=None) -> torch.device:
+    "The device `plan` times passes on (default: the `device` setting); one that cannot run a pass is refused by name."
+    try:
+        dev = core.get_device(device)
+    except RuntimeError as e:  # torch.device("nonsense")
+        raise PlanError(f"--device {device!r} is not a device torch knows ({e}); use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "meta":
+        raise PlanError(f"--device {device!r} holds no data, so no pass can be timed; use cpu or cuda, or --no-timing")
+    return dev
+
 # %% ../../nbs/07a_plan.ipynb #c12fc0ad
 def plan(scale: str, names: list[str] | None = None, project: Path | None = None, seeds: list[int] | None = None,
          device=None, timing: bool = True, cache_dir=None) -> pd.DataFrame:
@@ -152,6 +163,7 @@ def plan(scale: str, names: list[str] | None = None, project: Path | None = None
     notebooks = list_notebooks(project)
     param_sets = load_param_sets(project, scale)
     validate_param_sets(param_sets, notebooks, scale)
+    device = timing_device(device) if timing else device
     rows, seen, speed = [], set(), {}
     for nb in select_notebooks(notebooks, names or []):
         for params, varied in expand_grid(param_sets.get(nb.stem, {}), seeds):

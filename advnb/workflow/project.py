@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 import advnb
-from ..core import SCALES
+from ..core import SCALES, canonical_json
 
 # %% auto #0
 __all__ = ['MODELS_TAG', 'RunnerError', 'find_project', 'is_report', 'list_notebooks', 'notebook_parameters', 'load_param_sets',
@@ -115,6 +115,18 @@ def _type_ok(default, value) -> bool:
         return isinstance(value, (list, tuple))
     return isinstance(value, type(default))
 
+
+def _type_message(where: str, key: str, value, default) -> str:
+    "Why `value` cannot stand for `default`, with the fix when YAML read a number as text (`1e-3`: write `0.001`)."
+    msg = f"{where}: {key}={value!r} is a {type(value).__name__}, but the notebook's default {default!r} is a {type(default).__name__}"
+    if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return msg
+        return msg + f" (YAML reads {value} as text: write {number!r})"
+    return msg
+
 # %% ../../nbs/07_project.ipynb #73156e07
 def _grid_errors(where: str, grid, defaults: dict) -> list[str]:
     "What is wrong with a `grid:` entry: it maps parameters of the notebook to non-empty lists of well-typed values."
@@ -127,9 +139,10 @@ def _grid_errors(where: str, grid, defaults: dict) -> list[str]:
                           f"{', '.join(sorted(k for k in defaults if k != 'scale')) or 'none'})")
         elif not isinstance(values, list) or not values:
             errors.append(f"{where}: grid: {key} must be a non-empty list of values, got {values!r}")
+        elif len({canonical_json(v) for v in values}) < len(values):
+            errors.append(f"{where}: grid: {key} lists a value twice ({values!r}): each value is one render, give it once")
         else:
-            errors += [f"{where}: grid: {key}={v!r} is a {type(v).__name__}, but the notebook's default "
-                       f"{defaults[key]!r} is a {type(defaults[key]).__name__}" for v in values if not _type_ok(defaults[key], v)]
+            errors += [_type_message(f"{where}: grid", key, v, defaults[key]) for v in values if not _type_ok(defaults[key], v)]
     return errors
 
 
@@ -151,8 +164,7 @@ def validate_param_sets(param_sets: dict[str, dict], notebooks: list[Path], scal
                 errors.append(f"params/{scale}.yaml: {stem}: unknown parameter {key!r} "
                               f"(the notebook's parameters are: {', '.join(sorted(defaults)) or 'none'})")
             elif not _type_ok(defaults[key], value):
-                errors.append(f"params/{scale}.yaml: {stem}: {key}={value!r} is a {type(value).__name__}, "
-                              f"but the notebook's default {defaults[key]!r} is a {type(defaults[key]).__name__}")
+                errors.append(_type_message(f"params/{scale}.yaml: {stem}", key, value, defaults[key]))
     if errors:
         raise RunnerError("invalid parameters, nothing was run:\n  " + "\n  ".join(errors))
 

@@ -388,6 +388,19 @@ def _seed_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: give one or more distinct seeds, e.g. 0,1,2")
     return seeds
 
+
+def _count(least: int):
+    "An argparse type: a whole number of at least `least` (`--jobs`, a Slurm job's CPUs, GPUs and memory)."
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = None
+        if n is None or n < least:
+            raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least {least}")
+        return n
+    return parse
+
 # %% ../../nbs/07_runner.ipynb #c10997b0
 def rekey_command(dry_run: bool = False) -> int:
     "`advnb rekey`: `zoo.rekey` on the `cache_dir` setting, with what it did and how long it took."
@@ -410,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="execute notebooks with papermill and render reports/<scale>/")
     r.add_argument("notebooks", nargs="*", help="notebook names (stems); default: all")
     r.add_argument("--scale", choices=SCALES, default=None, help="parameter set (default: the `scale` setting)")
-    r.add_argument("--jobs", type=int, default=1, help="notebooks run in parallel")
+    r.add_argument("--jobs", type=_count(1), default=1, help="notebooks run in parallel")
     r.add_argument("--force", action="store_true", help="run even when unchanged since the last successful run")
     r.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
                    help="override a parameter of the named notebooks (a YAML value; repeatable); the run is rendered "
@@ -421,8 +434,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="local processes (default), Slurm jobs through submitit, or submitit's local executor (for tests)")
     g = r.add_argument_group("Slurm options (defaults: settings.ini [slurm])")
     g.add_argument("--partition"); g.add_argument("--time", help="job time limit, e.g. 12:00:00")
-    g.add_argument("--gpus-per-job", type=int); g.add_argument("--cpus-per-job", type=int)
-    g.add_argument("--mem-gb", type=int); g.add_argument("--account"); g.add_argument("--qos"); g.add_argument("--constraint")
+    g.add_argument("--gpus-per-job", type=_count(0)); g.add_argument("--cpus-per-job", type=_count(1))
+    g.add_argument("--mem-gb", type=_count(1)); g.add_argument("--account"); g.add_argument("--qos"); g.add_argument("--constraint")
     pl = sub.add_parser("plan", help="the zoo models a run needs, their passes and estimated hours; trains nothing")
     pl.add_argument("notebooks", nargs="*", help="notebook names (stems); default: all")
     pl.add_argument("--scale", choices=SCALES, default=None)
