@@ -35,7 +35,8 @@ __all__ = ['SCALES', 'PRECISIONS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SETTINGS_SECT
            'apply_torch_threads', 'torch_generator', 'get_device', 'mixed_precision', 'use_channels_last',
            'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'canonical_json',
            'content_hash', 'normalized_source', 'code_fingerprint', 'Run', 'variant_name', 'start_run', 'current_run',
-           'output_name', 'output_meta', 'save_figure', 'forget_outputs', 'markdown_table', 'save_table', 'progress']
+           'output_name', 'output_meta', 'save_figure', 'notebook_outputs', 'forget_outputs', 'markdown_table',
+           'save_table', 'progress']
 
 # %% ../nbs/00_core.ipynb #6bd7579f
 SCALES = ("smoke", "quick", "paper")
@@ -524,9 +525,9 @@ def save_figure(fig, name: str, paper: str | None = None, number: str | int | No
     return paths
 
 # %% ../nbs/00_core.ipynb #922f4d66
-def forget_outputs(notebook: str, scale_dir: Path | str) -> list[Path]:
-    "Delete the figures and tables whose sidecar says `notebook` (with its `@variant`) wrote them; the files removed."
-    gone = []
+def notebook_outputs(notebook: str, scale_dir: Path | str) -> list[Path]:
+    "The figures and tables (every file and its sidecar) whose sidecar says `notebook` (with its `@variant`) wrote them."
+    out = []
     for kind in ("figures", "tables"):
         for side in sorted((Path(scale_dir) / kind).glob("*.json")):
             try:
@@ -534,10 +535,15 @@ def forget_outputs(notebook: str, scale_dir: Path | str) -> list[Path]:
             except (ValueError, AttributeError):
                 continue
             if owner == notebook:  # its files by name, not by a glob pattern (a variant's `[0.1,1]` is one)
-                for f in sorted(side.parent.iterdir()):
-                    if f.stem == side.stem:
-                        f.unlink(missing_ok=True)
-                        gone.append(f)
+                out += [f for f in sorted(side.parent.iterdir()) if f.stem == side.stem and not f.name.startswith(".")]
+    return out
+
+
+def forget_outputs(notebook: str, scale_dir: Path | str) -> list[Path]:
+    "Delete the figures and tables `notebook` wrote (`notebook_outputs`); the files removed."
+    gone = notebook_outputs(notebook, scale_dir)
+    for f in gone:
+        f.unlink(missing_ok=True)
     return gone
 
 # %% ../nbs/00_core.ipynb #7a34864c

@@ -554,3 +554,119 @@ def test_a_spec_that_trains_or_evaluates_on_nothing_is_refused(field, value):
     with pytest.raises(ValueError, match=f"{field} must be None .* or a whole number of at least 1, got {value!r}"):
         TrainSpec(**{**TINY, field: value})
     record("clear stop")
+
+
+# ------------------------------------------------------------------ what a killed write or a job leaves, what a site reads
+def _aged(p: Path, seconds: float = 3600) -> Path:
+    t = time.time() - seconds
+    for q in [p, *(p.rglob("*") if p.is_dir() else [])]:
+        os.utime(q, (t, t))
+    return p
+
+
+def test_leftovers_of_killed_writes_are_removed_and_never_shown(tmp_path):
+    from advnb.workflow import site
+    figs, static = tmp_path / "smoke" / "figures", tmp_path / "smoke" / "_static"
+    figs.mkdir(parents=True)
+    (figs / "A_fig1_x.png").write_bytes(b"png")
+    (figs / ".A_fig1_x.png.k3j9.png").write_bytes(b"half")  # save_figure killed between write and rename
+    _aged(figs / ".A_fig1_x.png.k3j9.png")
+    half = static / ".mathjax-4242-1.5"  # install_mathjax killed while copying
+    (half / "jax").mkdir(parents=True)
+    (half / "jax" / "a.js").write_text("x")
+    _aged(half)
+    fresh = figs / ".A_fig2_y.png.zz.png"  # another process writing right now: left alone
+    fresh.write_bytes(b"")
+    site.build_site(tmp_path, "smoke")
+    assert not (figs / ".A_fig1_x.png.k3j9.png").exists() and not half.exists() and fresh.exists()
+    assert [f["stem"] for f in site.outputs(tmp_path / "smoke", "figures")] == ["A_fig1_x"]
+    record("recovered")
+
+
+@pytest.mark.parametrize("content", [b"", b"\xff\xfe\x00garbage\x00\x9c", b'a,b\n1,2,3,4\n"unclosed'])
+def test_an_unreadable_table_is_named_on_its_page_and_the_site_is_built(tmp_path, content):
+    from advnb.workflow import site
+    tables = tmp_path / "smoke" / "tables"
+    tables.mkdir(parents=True)
+    (tables / "A_tab1_x.csv").write_bytes(content)
+    (tables / "A_tab2_y.csv").write_text("a,b\n1,2\n")
+    site.build_site(tmp_path, "smoke")
+    page = (tmp_path / "smoke" / "paper-A.html").read_text()
+    assert "A_tab1_x.csv cannot be read" in page and "<td>" in page  # the good table is still there
+    record("recovered")
+
+
+def test_the_mathjax_copy_is_the_users_to_delete_whatever_the_packages_modes(tmp_path, monkeypatch):
+    import stat
+    from advnb.workflow import site
+    pkg = tmp_path / "pkg"
+    (pkg / "jax").mkdir(parents=True)
+    (pkg / "MathJax.js").write_text("x")
+    (pkg / "jax" / "a.js").write_text("x")
+    for p in [pkg / "MathJax.js", pkg / "jax" / "a.js"]:
+        p.chmod(0o444)
+    for d in [pkg / "jax", pkg]:
+        d.chmod(0o555)  # a read-only system install
+    monkeypatch.setattr(site, "mathjax_source", lambda: pkg)
+    try:
+        mj = site.install_mathjax(tmp_path / "reports")
+        assert all(stat.S_IMODE(p.stat().st_mode) & 0o200 for p in [mj, *mj.rglob("*")])
+    finally:
+        for d in [pkg, pkg / "jax"]:
+            d.chmod(0o755)
+    record("recovered")
+
+
+def test_a_deleted_figure_makes_its_notebook_run_again(tmp_path):
+    from notebook_fixtures import make_project
+    body = ("import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nfrom advnb.core import save_figure, start_run\n"
+            "start_run('a1_demo', scale=scale, seed=seed)\nfig, ax = plt.subplots(); ax.plot([0, 1])\n"
+            "save_figure(fig, 'line', paper='A', number=1)")
+    project = make_project(tmp_path / "proj", {"a1_demo": (PARAMS, body)})
+    reports = project / "reports"
+    assert runner.run("smoke", project=project, reports_dir=reports, log=lambda m: None) == 0
+    png = reports / "smoke" / "figures" / "A_fig1_line.png"
+    assert png.exists()
+    png.unlink()
+    logs = []
+    assert runner.run("smoke", project=project, reports_dir=reports, log=logs.append) == 0
+    assert png.exists() and not any(line.startswith("skip  a1_demo") for line in logs), logs
+    logs.clear()
+    runner.run("smoke", project=project, reports_dir=reports, log=logs.append)
+    assert any(line.startswith("skip  a1_demo") for line in logs)  # nothing missing: skipped as unchanged
+    record("recovered")
+
+
+def test_submitit_jobs_leave_nothing_in_the_published_reports(tmp_path):
+    pytest.importorskip("submitit")
+    from notebook_fixtures import make_project
+    project = make_project(tmp_path / "proj", {"a1_demo": (PARAMS, "print('ok')")})
+    assert runner.run("smoke", project=project, reports_dir=project / "reports", log=lambda m: None,
+                      executor="submitit-local") == 0
+    assert (project / "reports" / "smoke" / "a1_demo.log").exists()
+    assert not list((project / "reports").rglob("*.pkl")) and not (project / "reports" / "smoke" / ".jobs").exists()
+    record("recovered")
+
+
+def test_ctrl_c_under_submitit_local_stops_the_jobs_and_says_so(slow_project):
+    pytest.importorskip("submitit")
+    make_notebook(slow_project / "nbs" / "b_slow.ipynb", PARAMS,
+                  "import os, time, pathlib\npathlib.Path('started').write_text(str(os.getpid()))\ntime.sleep(120)")
+    p = advnb_cmd(slow_project, "run", "--scale", "smoke", "b_slow", "--executor", "submitit-local")
+    wait_for(slow_project / "nbs" / "started")
+    time.sleep(0.5)
+    kernel = int((slow_project / "nbs" / "started").read_text())
+    os.killpg(p.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the runner's process group
+    out, _ = p.communicate(timeout=120)
+    assert "were stopped" in out and "scancel" not in out, out
+    t0 = time.time()
+    while time.time() - t0 < 60:
+        try:
+            os.kill(kernel, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        os.kill(kernel, signal.SIGKILL)
+        pytest.fail("the notebook's kernel was still running a minute after Ctrl-C")
+    record("clear stop")

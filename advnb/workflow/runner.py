@@ -18,6 +18,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 import advnb
 from ..claims import forget_notebook
 from ..core import (SCALES, SettingsError, atomic_write_json, atomic_write_text, content_hash, find_settings_file,
-                        forget_outputs, get_device, get_settings, variant_name)
+                        forget_outputs, get_device, get_settings, notebook_outputs, variant_name)
 from .plan import PlanError, plan, plan_markdown
 from .project import (RunnerError, expand_grid, find_project, is_report, last_state, list_notebooks,
                                     load_param_sets, notebook_parameters, parse_overrides, select_notebooks, state_path,
@@ -129,6 +130,8 @@ def run_notebook(path: Path, scale: str, params: dict, reports_root: Path, kerne
             else:
                 os.environ[k] = v
     state["seconds"] = round(time.time() - t0, 1)
+    if state["status"] == "ok":  # what it wrote: a later run that finds one of them gone runs the notebook again
+        state["outputs"] = [f.relative_to(reports).as_posix() for f in notebook_outputs(stem, reports)]
     if out_nb.exists():
         try:
             render_html(out_nb, out_html)
@@ -225,8 +228,16 @@ def submit_jobs(todo: list, executor: str, options: dict, reports: Path, log=pri
     try:
         for job in submitit.helpers.as_completed(list(jobs), poll_frequency=15 if executor == "slurm" else 1):
             yield _job_state(job, jobs[job], reports)
+        for folder in (reports / ".jobs" / "%j", reports / ".jobs"):  # submitit's staging folder, then .jobs/, once empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     except KeyboardInterrupt:
-        log(f"advnb run: stopped waiting; the jobs keep running (scancel {' '.join(j.job_id for j in jobs)} stops them)")
+        if executor == "slurm":
+            log(f"advnb run: stopped waiting; the jobs keep running (scancel {' '.join(j.job_id for j in jobs)} stops them)")
+        else:  # submitit's local jobs are this machine's processes: stop them with the run
+            for job in jobs:
+                job.cancel(check=False)
+            log(f"advnb run: interrupted; the local jobs {' '.join(j.job_id for j in jobs)} were stopped")
         raise
 
 
@@ -245,6 +256,7 @@ def _job_state(job, stem: str, reports: Path) -> dict:
                                                           for n, p in logs))
         state["log"] = f"{stem}.log"
     atomic_write_json(state_path(reports, stem), state)
+    shutil.rmtree(job.paths.folder, ignore_errors=True)  # submitit's pickles and logs: copied above, not for the site
     return state
 
 # %% ../../nbs/07_runner.ipynb #dd328d9e
@@ -305,8 +317,10 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
         nonlocal skipped
         stem = nb.stem + (f"@{variant}" if variant else "")
         st = last_state(reports, stem)
+        written = st.get("outputs", []) if st else []
         if not force and st and st.get("status") == "ok" and st.get("fingerprint") == fp \
-                and (reports / f"{stem}.html").exists():
+                and (reports / f"{stem}.html").exists() and isinstance(written, list) \
+                and all(isinstance(f, str) and (reports / f).exists() for f in written):
             log(f"skip  {stem} (unchanged since its last successful run; --force to run it again)")
             skipped += 1
             return False

@@ -16,6 +16,8 @@ import json
 import os
 import re
 import shutil
+import stat
+import time
 from pathlib import Path
 
 import jinja2
@@ -29,10 +31,10 @@ from ..registry import load_plugins
 from .project import MODELS_TAG, last_state
 
 # %% auto #0
-__all__ = ['MATHJAX_URL', 'TEMPLATE_DIR', 'VERDICTS', 'mathjax_source', 'install_mathjax', 'notebook_html', 'remote_resources',
-           'parse_output_name', 'run_parameters', 'model_parameter_names', 'is_dataset_parameter', 'describe_run',
-           'outputs', 'paper_titles', 'scales_run', 'claim_rows', 'format_value', 'site_environment', 'table_html',
-           'build_site']
+__all__ = ['MATHJAX_URL', 'LEFTOVER_AGE_S', 'TEMPLATE_DIR', 'VERDICTS', 'mathjax_source', 'install_mathjax', 'remove_leftovers',
+           'notebook_html', 'remote_resources', 'parse_output_name', 'run_parameters', 'model_parameter_names',
+           'is_dataset_parameter', 'describe_run', 'outputs', 'paper_titles', 'scales_run', 'claim_rows',
+           'format_value', 'site_environment', 'table_html', 'build_site']
 
 # %% ../../nbs/09_site.ipynb #0fe5ccc9
 MATHJAX_URL = "_static/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"  # relative to reports/<scale>/
@@ -51,7 +53,11 @@ def install_mathjax(reports: Path) -> Path:
         return dst
     src = mathjax_source()
     tmp = dst.with_name(f".mathjax-{os.getpid()}-{_dt.datetime.now().timestamp():.6f}")  # `--jobs N` may copy at once
-    shutil.copytree(src, tmp, ignore=lambda d, names: [n for n in names if Path(d).name == "localization" and n != "en"])
+    shutil.copytree(src, tmp, ignore=lambda d, names: [n for n in names if Path(d).name == "localization" and n != "en"],
+                    copy_function=shutil.copyfile)  # files get this process's mode, not the (maybe read-only) package's
+    folder_mode = stat.S_IMODE(Path(reports).stat().st_mode)
+    for d in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
+        d.chmod(folder_mode)  # copytree gave each folder its package folder's mode
     try:
         tmp.rename(dst)
     except OSError:  # `dst` exists: another process installed it meanwhile, or it is a damaged copy
@@ -63,6 +69,21 @@ def install_mathjax(reports: Path) -> Path:
             tmp.rename(dst)
             shutil.rmtree(stale, ignore_errors=True)
     return dst
+
+# %% ../../nbs/09_site.ipynb #c025ddea
+LEFTOVER_AGE_S = 600  # a temporary file this old is no write in progress: its writer was killed
+
+
+def remove_leftovers(reports: Path, older_than_s: float = LEFTOVER_AGE_S) -> list[Path]:
+    """Remove what killed writes left under `reports`: `save_figure`'s and `save_table`'s temporary files (`.<name>.*`)
+    in figures/ and tables/, and half-copied MathJax folders, once older than `older_than_s`; the paths removed."""
+    reports, now, gone = Path(reports), time.time(), []
+    found = [p for kind in ("figures", "tables") for p in (reports / kind).glob(".*")] + list((reports / "_static").glob(".mathjax-*"))
+    for p in found:
+        if now - p.stat().st_mtime > older_than_s:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            gone.append(p)
+    return gone
 
 # %% ../../nbs/09_site.ipynb #52ee2109
 TEMPLATE_DIR = files("advnb.workflow") / "templates"  # package files: site/ (the pages' Jinja2 templates, the CSS), notebook/
@@ -186,6 +207,8 @@ def outputs(reports: Path, kind: str) -> list[dict]:
     params: dict[str, tuple[dict, set]] = {}
     out = []
     for f in sorted((reports / kind).glob(f"*.{ext}")):
+        if f.name.startswith("."):  # a temporary file of a write in progress (or killed), not an output
+            continue
         rec = parse_output_name(f.stem)
         side = f.with_suffix(".json")
         try:
@@ -267,7 +290,12 @@ def site_environment() -> jinja2.Environment:
 def table_html(csv: Path) -> tuple[Markup, int]:
     "A saved table as HTML (the paper's columns marked `paper-col`) and its number of rows."
     import pandas as pd
-    df = pd.read_csv(csv)
+    try:
+        df = pd.read_csv(csv)
+    except (ValueError, UnicodeDecodeError) as e:  # empty, garbled or not text: the page says so, the site is still built
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return Markup(f'<p class="unreadable">{escape(Path(csv).name)} cannot be read ({escape(why)}); rerun the '
+                      "notebook that wrote it.</p>"), 0
     if len(df.columns) and str(df.columns[0]).startswith("Unnamed:") and df.iloc[:, 0].tolist() == list(range(len(df))):
         df = df.iloc[:, 1:]  # the unnamed 0..n-1 index `save_table` writes for a table without one
     df.columns = [("" if str(c).startswith("Unnamed:") else str(c)) for c in df.columns]
@@ -302,6 +330,7 @@ def build_site(reports_root: Path, scale: str, stems: list[str] | None = None) -
     reports_root = Path(reports_root)
     reports = reports_root / scale
     reports.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(reports)
     install_mathjax(reports)
     if stems is None:
         stems = sorted(p.stem for p in reports.glob("*.ipynb"))
