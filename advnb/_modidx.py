@@ -792,6 +792,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'advnb.workflow.site.table_html': ('site.html#table_html', 'advnb/workflow/site.py')},
             'advnb.zoo': { 'advnb.zoo._discard_unsound': ('zoo.html#_discard_unsound', 'advnb/zoo.py'),
                            'advnb.zoo._get_locked': ('zoo.html#_get_locked', 'advnb/zoo.py'),
+                           'advnb.zoo._holder_is_gone': ('zoo.html#_holder_is_gone', 'advnb/zoo.py'),
+                           'advnb.zoo._lock_owner': ('zoo.html#_lock_owner', 'advnb/zoo.py'),
                            'advnb.zoo._read_done': ('zoo.html#_read_done', 'advnb/zoo.py'),
                            'advnb.zoo._recorded_spec': ('zoo.html#_recorded_spec', 'advnb/zoo.py'),
                            'advnb.zoo._should_exist': ('zoo.html#_should_exist', 'advnb/zoo.py'),
@@ -804,6 +806,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                            'advnb.zoo.is_trained': ('zoo.html#is_trained', 'advnb/zoo.py'),
                            'advnb.zoo.load_checkpoint': ('zoo.html#load_checkpoint', 'advnb/zoo.py'),
                            'advnb.zoo.load_epoch': ('zoo.html#load_epoch', 'advnb/zoo.py'),
+                           'advnb.zoo.model_lock': ('zoo.html#model_lock', 'advnb/zoo.py'),
                            'advnb.zoo.rekey': ('zoo.html#rekey', 'advnb/zoo.py'),
                            'advnb.zoo.spec_dir': ('zoo.html#spec_dir', 'advnb/zoo.py'),
                            'advnb.zoo.zoo_dir': ('zoo.html#zoo_dir', 'advnb/zoo.py')}}}

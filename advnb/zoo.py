@@ -8,11 +8,15 @@ A file lock per spec lets parallel notebooks ask for one model: one trains it, t
 # %% ../nbs/06_zoo.ipynb #2c59e084
 from __future__ import annotations
 
+import contextlib
+import datetime as _dt
 import json
+import os
+import socket
 from pathlib import Path
 
 import torch.nn as nn
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from .checkpoints import (CorruptCheckpointError, checkpoint_path, completed_epochs, completed_steps,
                                check_resume, discard_from, first_unsound, load_model_state, remove_temp_files,
@@ -21,12 +25,17 @@ from .core import atomic_write_json, code_fingerprint, content_hash, get_device,
 from .train import TrainSpec, build_from_spec, train
 
 # %% auto #0
-__all__ = ['zoo_dir', 'spec_dir', 'is_trained', 'get', 'history', 'checkpoint_epochs', 'checkpoint_steps', 'load_checkpoint',
-           'load_epoch', 'cached_result', 'rekey']
+__all__ = ['LOCK_POLL_S', 'zoo_dir', 'spec_dir', 'is_trained', 'model_lock', 'get', 'history', 'checkpoint_epochs',
+           'checkpoint_steps', 'load_checkpoint', 'load_epoch', 'cached_result', 'rekey']
 
 # %% ../nbs/06_zoo.ipynb #1ecdd249
 def zoo_dir(cache_dir: Path | str | None = None) -> Path:
-    return Path(cache_dir if cache_dir is not None else get_settings().cache_dir) / "zoo"
+    "`<cache_dir>/zoo`, where trained models live (a file in its place is refused with what to do)."
+    zoo = Path(cache_dir if cache_dir is not None else get_settings().cache_dir) / "zoo"
+    if zoo.exists() and not zoo.is_dir():
+        raise NotADirectoryError(f"{zoo} is a file where advnb keeps its trained models; move it away, or point "
+                                 "cache_dir (ADVNB_CACHE_DIR or settings.ini) at another folder")
+    return zoo
 
 
 def spec_dir(spec: TrainSpec, cache_dir: Path | str | None = None) -> Path:
@@ -53,6 +62,59 @@ def _discard_unsound(spec: TrainSpec, d: Path) -> None:
             print(f"zoo: resume state unusable ({e}); training {spec.name} from scratch")
             discard_from(d, 1, 0)
 
+# %% ../nbs/06_zoo.ipynb #8da91ef2
+LOCK_POLL_S = 30.0  # while waiting for another process's model lock, how often to check that its holder still lives
+
+
+def _lock_owner(owner_file: Path) -> dict:
+    try:
+        owner = json.loads(owner_file.read_text())
+        return owner if isinstance(owner, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _holder_is_gone(owner: dict) -> bool:
+    "Whether the recorded holder is a process of this machine that no longer runs (elsewhere, nothing can be said)."
+    if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
+        return False
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@contextlib.contextmanager
+def model_lock(d: Path):
+    """Hold the lock of run folder `d`: one process trains or repairs a model while the others wait. A waiting process
+    says whose lock it waits for and since when, and stops with a clear message when that holder is gone but its lock
+    stays held (a stale lock on a network file system)."""
+    lock, owner_file = FileLock(f"{d}.lock"), Path(f"{d}.lock.owner")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        owner = _lock_owner(owner_file)
+        who = f"process {owner['pid']} on {owner['host']} since {owner['since']}" if owner else "another process"
+        print(f"zoo: waiting for {d.name}: {who} is training or loading it (lock {d}.lock)", flush=True)
+        while True:
+            try:
+                lock.acquire(timeout=LOCK_POLL_S)
+                break
+            except Timeout:
+                if _holder_is_gone(_lock_owner(owner_file)):
+                    raise TimeoutError(f"{d}.lock is held, but its holder, {who}, no longer runs; if no other process "
+                                       f"uses this cache, delete {d}.lock and run again") from None
+    try:
+        atomic_write_json(owner_file, {"pid": os.getpid(), "host": socket.gethostname(),
+                                       "since": _dt.datetime.now().isoformat(timespec="seconds")})
+        yield
+    finally:
+        owner_file.unlink(missing_ok=True)
+        lock.release()
+
 # %% ../nbs/06_zoo.ipynb #15aab6e8
 def get(spec: TrainSpec, device=None, cache_dir: Path | str | None = None, train_if_missing: bool = True,
         show_progress: bool = True, verify: bool = False) -> nn.Module:
@@ -64,7 +126,7 @@ def get(spec: TrainSpec, device=None, cache_dir: Path | str | None = None, train
     device = get_device(device)
     d.mkdir(parents=True, exist_ok=True)
     try:
-        with FileLock(str(d) + ".lock"):
+        with model_lock(d):
             return _get_locked(spec, d, device, train_if_missing, show_progress, verify)
     finally:
         if d.is_dir() and not any(d.iterdir()):  # nothing was trained (missing data, say): leave no empty folder
@@ -116,7 +178,11 @@ def history(spec: TrainSpec, cache_dir=None) -> list[dict]:
     d = spec_dir(spec, cache_dir)
     if not (d / "done.json").exists():
         raise FileNotFoundError(f"{spec.name} is not trained yet; call zoo.get(spec) first")
-    return json.loads((d / "done.json").read_text())["history"]
+    try:
+        return json.loads((d / "done.json").read_text())["history"]
+    except (ValueError, KeyError, TypeError):  # damaged: get() checks the run and writes done.json again
+        get(spec, device="cpu", cache_dir=cache_dir, show_progress=False)
+        return json.loads((d / "done.json").read_text())["history"]
 
 
 def checkpoint_epochs(spec: TrainSpec, cache_dir=None) -> list[int]:
@@ -230,7 +296,7 @@ def rekey(cache_dir: Path | str | None = None, dry_run: bool = False) -> dict[st
             out["skipped"].append((d.name, f"{new.name} exists already; remove one of the two"))
         else:
             if not dry_run:
-                with FileLock(str(d) + ".lock"):
+                with model_lock(d):
                     _write_spec_identity(d, spec)
                     d.rename(new)
                 Path(str(d) + ".lock").unlink(missing_ok=True)

@@ -670,3 +670,77 @@ def test_ctrl_c_under_submitit_local_stops_the_jobs_and_says_so(slow_project):
         os.kill(kernel, signal.SIGKILL)
         pytest.fail("the notebook's kernel was still running a minute after Ctrl-C")
     record("clear stop")
+
+
+# ------------------------------------------------------------------------------------------ the zoo's folder and its locks
+def test_a_file_where_the_zoo_belongs_is_one_clear_error(tmp_path):
+    (tmp_path / "zoo").write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match="is a file where advnb keeps its trained models; move it away"):
+        zoo.get(SPEC, device="cpu", cache_dir=tmp_path, show_progress=False)
+    record("clear stop")
+
+
+def test_history_repairs_a_truncated_done_file(tmp_path, reference):
+    zoo.get(SPEC, device="cpu", cache_dir=tmp_path, show_progress=False)
+    expected = zoo.history(SPEC, tmp_path)
+    _truncate(zoo.spec_dir(SPEC, tmp_path) / "done.json")
+    assert zoo.history(SPEC, tmp_path) == expected
+    assert same_weights(zoo.get(SPEC, device="cpu", cache_dir=tmp_path, show_progress=False), reference)
+    record("recovered")
+
+
+HOLD = ("import sys, time\nfrom pathlib import Path\nfrom advnb import zoo\n"
+        "with zoo.model_lock(Path(sys.argv[1])):\n    Path(sys.argv[1] + '.held').write_text('1')\n    time.sleep(120)\n")
+
+
+def _hold_lock(d: Path) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(d)], env={**os.environ, "PYTHONPATH": str(ROOT)})
+    wait_for(Path(f"{d}.held"), timeout=120)
+    return p
+
+
+def test_waiting_for_a_model_lock_says_whose_it_is(tmp_path, reference, capsys):
+    d = zoo.spec_dir(SPEC, tmp_path)
+    d.parent.mkdir(parents=True)
+    holder = _hold_lock(d)
+    try:
+        import threading
+        threading.Timer(3.0, holder.kill).start()  # the holder ends; the waiting get goes on
+        model = zoo.get(SPEC, device="cpu", cache_dir=tmp_path, show_progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    out = capsys.readouterr().out
+    assert f"waiting for {d.name}: process {holder.pid} on " in out and " since " in out, out
+    assert same_weights(model, reference)
+    record("recovered")
+
+
+def test_a_lock_whose_holder_is_gone_stops_with_what_to_do(tmp_path, monkeypatch):
+    d = zoo.spec_dir(SPEC, tmp_path)
+    d.parent.mkdir(parents=True)
+    holder = _hold_lock(d)  # stands for a lock that stays held after its process died (a network file system)
+    try:
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+        owner = Path(f"{d}.lock.owner")
+        owner.write_text(json.dumps({**json.loads(owner.read_text()), "pid": int(dead.stdout)}))
+        monkeypatch.setattr(zoo, "LOCK_POLL_S", 0.2)
+        with pytest.raises(TimeoutError, match=r"no longer runs; if no other process uses this cache, delete .*\.lock"):
+            zoo.get(SPEC, device="cpu", cache_dir=tmp_path, show_progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    record("clear stop")
+
+
+@pytest.mark.parametrize("content", ['{"cells": [', "not json at all", '{"metadata": {}}', "[]"])
+def test_a_damaged_notebook_is_named_by_list_and_stops_run_with_one_line(labelled_project, content, capsys):
+    (labelled_project / "nbs" / "b_broken.ipynb").write_text(content)
+    assert runner.main(main_in(labelled_project, "list")) == 0
+    out = capsys.readouterr().out
+    assert "a_first" in out and "parameters: scale, seed, lr, label" in out  # the sound notebook is still listed
+    assert "b_broken.ipynb is not a readable notebook" in out and "git checkout -- nbs/b_broken.ipynb" in out, out
+    assert runner.main(main_in(labelled_project, "run", "--scale", "smoke")) == 1  # the sound notebook still runs
+    said = "".join(capsys.readouterr())
+    assert "ok     a_first" in said and "failed b_broken" in said and "Traceback" not in said, said
+    record("clear stop")

@@ -53,8 +53,13 @@ MODELS_TAG = "models"  # the cells that build a notebook's TrainSpecs: `advnb pl
 
 def notebook_parameters(path: Path) -> dict:
     "The defaults in the notebook's `parameters` cell, as Python values ({} when it has none)."
-    nb = json.loads(Path(path).read_text())
-    for cell in nb["cells"]:
+    try:
+        nb = json.loads(Path(path).read_text(encoding="utf-8"))
+        cells = nb["cells"]
+    except (ValueError, KeyError, TypeError) as e:  # truncated, not JSON, or not a notebook
+        raise RunnerError(f"{Path(path).name} is not a readable notebook ({type(e).__name__}: {e}); restore it, e.g. "
+                          f"git checkout -- nbs/{Path(path).name}") from None
+    for cell in cells:
         if cell["cell_type"] == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
             src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
             out = {}

@@ -389,7 +389,10 @@ def list_status(project: Path | None = None, reports_dir: Path | None = None, lo
             st = last_state(reports_root / s, nb.stem)
             cols.append(f"{s}: {st['status']} {st.get('started', '')}" if st else f"{s}: -")
         log(f"{nb.stem:28} " + " | ".join(cols))
-        log(f"{'':28} parameters: {', '.join(notebook_parameters(nb)) or '-'}")
+        try:
+            log(f"{'':28} parameters: {', '.join(notebook_parameters(nb)) or '-'}")
+        except RunnerError as e:  # one damaged notebook: said on its line, the others still listed
+            log(f"{'':28} {e}")
 
 # %% ../../nbs/07_runner.ipynb #70270234
 def _seed_list(text: str) -> list[int]:
