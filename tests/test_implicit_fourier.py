@@ -220,3 +220,50 @@ def test_starts_equal_ends_higher_follows_its_two_conditions():
     assert C.starts_equal_ends_higher([0.6, 0.6], [1.0, 1.2, 0.8])[0] is False  # not equal at first: 0.6 > 1.0 / 2
     assert C.starts_equal_ends_higher([0.0, 0.0], [1.0, -1.0, 0.3])[0] is None  # the end is within noise
     assert C.starts_equal_ends_higher([0.0, 0.0], [-1.0, -1.2, -0.8])[0] is False  # lower at the end
+
+
+def test_band_share_and_the_middle_band_comparison():
+    centres = torch.arange(6.0)
+    e = torch.tensor([[0.0, 0.1, 0.2, 0.3, 0.4, 0.0], [2.0, 0.0, 0.0, 0.0, 0.0, 2.0]])
+    assert C.band_share(centres, e, 1, 3).tolist() == pytest.approx([0.5, 0.0])  # bins 2 and 3; the second unnormalised
+    assert C.middle_band(28, 32) == pytest.approx((14 / 3, 28 / 3))
+    # two records whose per-example distributions put 60 % and 20 % (± a little) in bins 2..3
+    rec = lambda shares: {"n_success": len(shares), "radial_centres": list(range(6)),  # noqa: E731
+                          "radial_each": [[0, (1 - s) / 2, s / 2, s / 2, (1 - s) / 2, 0] for s in shares]}
+    recs = {"r": rec([0.58, 0.6, 0.62]), "b": rec([0.19, 0.2, 0.21]), "n": rec([0.1, 0.7, 0.3]), "one": rec([0.9])}
+    verdict, text = C.more_energy_in_band(recs, "r", "b", 1, 3)
+    assert verdict is True and "difference +0.400" in text
+    assert C.more_energy_in_band(recs, "b", "r", 1, 3)[0] is False
+    assert C.more_energy_in_band(recs, "n", "b", 1, 3)[0] is None  # 0.167 apart with an SE of 0.176: within noise
+    assert C.more_energy_in_band(recs, "r", "one", 1, 3)[0] is None  # one successful attack: not measurable
+
+
+def test_relative_difference_within_a_margin_by_the_delta_method():
+    a, b = np.array([10.0, 11.0, 9.0, 10.0]), np.array([20.0, 22.0, 18.0, 20.0])
+    verdict, d, se = C.relative_difference_within(a, b, 0.6)
+    # r = 0.5; SE = 0.5·sqrt(var_a/4/100 + var_b/4/400) with var_a = 2/3, var_b = 8/3
+    assert d == pytest.approx(0.6 - 0.5) and se == pytest.approx(0.5 * np.sqrt((2 / 3) / 400 + (8 / 3) / 1600))
+    assert verdict is True
+    assert C.relative_difference_within(a, b, 0.15)[0] is False  # 50 % apart, far beyond 15 %
+    assert C.relative_difference_within([1.0, 3.0], [1.0, 3.0], 0.1)[0] is None  # equal means, a wide band
+    assert C.relative_difference_within([1.0], [1.0, 2.0], 0.1)[0] is None
+
+
+def test_energy_above_a_radius_of_waves_and_of_a_power_law():
+    m, n = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    wave = lambda ky, kx: torch.cos(2 * math.pi * (ky * m + kx * n) / 16)  # noqa: E731
+    x = torch.stack([wave(3, 4) + 0.7, wave(0, 2) + wave(6, 8)])[:, None]  # k_r 5; k_r 2 and 10 with equal energy
+    assert C.energy_above(x, [1, 4, 5, 9, 10]) == pytest.approx([1.0, 0.75, 0.25, 0.25, 0.0])
+    kr, _ = C.frequency_polar(16, 16)
+    assert C.power_law_energy_above(16, 16, [0, 3], exponent=0) == pytest.approx(
+        [1.0, float((kr > 3).sum() / (kr > 0).sum())])  # a flat spectrum: the share of frequencies
+    above = C.power_law_energy_above(16, 16, [1, 2, 4, 8])
+    assert all(u > v for u, v in zip(above, above[1:]))
+
+
+def test_early_time_is_the_first_analysed_time_at_an_eighth_of_training():
+    assert C.early_time([0, 1, 2, 3, 5, 10, 20, 25, 40], 40) == 5
+    assert C.early_time([0, 0.25, 0.5, 1, 2, 4, 6, 10], 10) == 2
+    assert C.early_time([3, 0, 0.25, 1], 3) == 1  # unsorted times; 3/8 falls on 1
+    assert C.early_time([0, 0.25], 8) is None and C.early_time([0], 0) is None
+    assert C.early_time([0, 1, 2], 8) == 1  # exactly at 1/8

@@ -31,15 +31,16 @@ from ..models import (FeatureMixin, Normalize, check_in_shape, make_normalize, p
 from ..zoo import cached_result
 
 # %% auto #0
-__all__ = ['PAPER', 'PAPER_C_MODELS', 'DEEP_MODELS', 'CircularConv2d', 'LocallyConnected2d', 'ShallowNet', 'ResidualBlock',
-           'check_shallow_knobs', 'fully_connected', 'full_width_conv', 'bounded_conv', 'locally_connected',
-           'shallow_resnet', 'end_to_end_weights', 'relu_states', 'segment_points', 'relu_changes', 'roughness',
-           'random_direction', 'dft2', 'spectrum_norms', 'frequency_polar', 'energy_spectrum', 'radial_energy',
-           'angular_energy', 'mean_radius', 'angular_uniformity', 'class_predictor', 'paper_c_spec', 'best_epoch',
-           'model_at', 'minimal_perturbations', 'perturbation_record', 'cached_perturbation_record',
+__all__ = ['PAPER', 'PAPER_C_MODELS', 'DEEP_MODELS', 'EARLY_FRACTION', 'CircularConv2d', 'LocallyConnected2d', 'ShallowNet',
+           'ResidualBlock', 'check_shallow_knobs', 'fully_connected', 'full_width_conv', 'bounded_conv',
+           'locally_connected', 'shallow_resnet', 'end_to_end_weights', 'relu_states', 'segment_points', 'relu_changes',
+           'roughness', 'random_direction', 'dft2', 'spectrum_norms', 'frequency_polar', 'energy_spectrum',
+           'radial_energy', 'angular_energy', 'mean_radius', 'angular_uniformity', 'class_predictor', 'paper_c_spec',
+           'best_epoch', 'model_at', 'minimal_perturbations', 'perturbation_record', 'cached_perturbation_record',
            'direction_histograms', 'energy_curves', 'alpha_energy_panel', 'mean_bars', 'log_spectrum',
            'mean_spectrum_image', 'paper_c_models', 'mean_std', 'norms_row', 'starts_equal_ends_higher',
-           'alpha_raises_frequency', 'nearer']
+           'alpha_raises_frequency', 'nearer', 'band_share', 'middle_band', 'more_energy_in_band',
+           'relative_difference_within', 'energy_above', 'power_law_energy_above', 'early_time']
 
 # %% ../../nbs/c1_implicit_fourier.ipynb #d02b62b0
 PAPER = register_paper("C", "Learning dynamics and implicit Fourier regularisation")  # the report site's page for this paper is titled so
@@ -454,7 +455,8 @@ def perturbation_record(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
         ac, ae = angular_energy(d, per_example=True)
         out.update(l2=d.flatten(1).norm(dim=1).tolist(), linf=d.flatten(1).abs().amax(1).tolist(),
                    spec_l1=norms["l1"].tolist(), spec_l2=norms["l2"].tolist(), radial_centres=rc.tolist(),
-                   radial=re.mean(0).tolist(), mean_radius=mean_radius(rc, re).tolist(), angular_centres=ac.tolist(),
+                   radial=re.mean(0).tolist(), radial_each=re.tolist(), mean_radius=mean_radius(rc, re).tolist(),
+                   angular_centres=ac.tolist(),
                    angular=ae.mean(0).tolist(), angular_uniformity=angular_uniformity(ae).tolist(),
                    mean_spectrum=torch.fft.fftshift(dft2(d).abs().mean((0, 1))).tolist(),
                    examples=d[:keep].tolist(), example_index=ok.nonzero()[:keep, 0].tolist())
@@ -583,3 +585,62 @@ def nearer(recs: dict, subject: str, like: str, unlike: str) -> tuple[bool | Non
     se = float(np.sqrt((s_unlike - s_like) ** 2 * var[subject] + var[like] + var[unlike]))
     text = ", ".join(f"{k} {m[k]:.3f}" for k in (subject, like, unlike))
     return exceeds(float(d), se), f"mean k_r of δ: {text}; D = {d:.3f} ± {se:.3f}"
+
+# %% ../../nbs/c1_implicit_fourier.ipynb #f3a7592c
+def band_share(centres, energy, lo: float, hi: float) -> torch.Tensor:
+    "Share of each normalised radial distribution (the last axis of `energy`) in the band lo < k_r ≤ hi."
+    c, e = torch.as_tensor(centres, dtype=torch.float64), torch.as_tensor(energy, dtype=torch.float64)
+    return (e * ((c > lo) & (c <= hi))).sum(-1) / e.sum(-1).clamp_min(1e-300)
+
+
+def middle_band(h: int, w: int) -> tuple[float, float]:
+    "(lo, hi) of the middle third of the radii [0, min(h, w)/2] a full circle reaches."
+    k_max = min(h, w) / 2
+    return k_max / 3, 2 * k_max / 3
+
+
+def more_energy_in_band(recs: dict, subject: str, other: str, lo: float, hi: float) -> tuple[bool | None, str]:
+    "(verdict, text): share of δ̂'s energy in lo < k_r ≤ hi, `subject` − `other` against 2 SE (unpaired over attacks)."
+    s = {k: band_share(recs[k]["radial_centres"], recs[k]["radial_each"], lo, hi).numpy() for k in (subject, other)
+         if k in recs and recs[k]["n_success"] > 1}
+    if len(s) < 2:
+        return None, f"not measurable: records with two or more successful attacks only for {sorted(s)}"
+    d, se = mean_difference(s[subject], s[other])
+    return exceeds(d, se), (f"share of δ̂'s energy at {lo:.3g} < k_r ≤ {hi:.3g}: {subject} {s[subject].mean():.3f}, "
+                            f"{other} {s[other].mean():.3f}; difference {d:+.3f} ± {se:.3f}")
+
+# %% ../../nbs/c1_implicit_fourier.ipynb #b2227b7f
+def relative_difference_within(a, b, margin: float) -> tuple[bool | None, float, float]:
+    "(verdict, d, SE): d = margin − |mean(a)/mean(b) − 1|, the SE of the ratio by the delta method (unpaired)."
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        return None, float("nan"), float("nan")
+    ma, mb = a.mean(), b.mean()
+    r = ma / mb
+    se = float(abs(r) * np.sqrt(a.var(ddof=1) / len(a) / ma ** 2 + b.var(ddof=1) / len(b) / mb ** 2))
+    d = float(margin - abs(r - 1))
+    return exceeds(d, se), d, se
+
+# %% ../../nbs/c1_implicit_fourier.ipynb #1eef1297
+def energy_above(x: torch.Tensor, radii) -> list[float]:
+    "Mean over images of the share of Σ_c |x̂_c|² at k_r > r, for each r in `radii` (each image's mean removed)."
+    kr, _ = frequency_polar(*x.shape[-2:], device=x.device)
+    e = energy_spectrum(x - x.mean((-2, -1), keepdim=True)).flatten(1)
+    total = e.sum(1).clamp_min(1e-300)
+    return [float(((e * (kr.flatten() > r)).sum(1) / total).mean()) for r in radii]
+
+
+def power_law_energy_above(h: int, w: int, radii, exponent: float = 2.0) -> list[float]:
+    "The share of a spectrum E ∝ k_r^(−exponent) (DC excluded) at k_r > r on the h×w DFT grid, for each r in `radii`."
+    kr, _ = frequency_polar(h, w)
+    e = torch.where(kr > 0, kr.clamp_min(1e-12).double() ** -exponent, torch.zeros((), dtype=torch.float64))
+    return [float(e[kr > r].sum() / e.sum()) for r in radii]
+
+# %% ../../nbs/c1_implicit_fourier.ipynb #59416720
+EARLY_FRACTION = 5 / 40  # the paper's first analysed epoch after initialisation, of its 40
+
+
+def early_time(times, epochs: float, fraction: float = EARLY_FRACTION) -> float | None:
+    "The first of `times` after 0 and at or after `fraction` of `epochs`; None when there is none."
+    later = [t for t in sorted(times) if t > 0 and t >= fraction * epochs - 1e-9]
+    return later[0] if later else None
