@@ -52,13 +52,15 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path, meta: dict) -> No
 def load_tensors(path: Path, device="cpu") -> tuple[dict[str, torch.Tensor], dict]:
     "Load a checkpoint written by `save_tensors`, verifying it; raises `CorruptCheckpointError` when it is not sound."
     path, meta_path = Path(path), Path(path).with_suffix(".json")
-    if not path.exists() or not meta_path.exists():
-        missing = "weights" if not path.exists() else "metadata"
+    if not path.is_file() or not meta_path.is_file():  # absent, or a folder in its place
+        missing = "weights" if not path.is_file() else "metadata"
         raise CorruptCheckpointError(f"incomplete checkpoint {path}: {missing} file missing")
     try:
         meta = json.loads(meta_path.read_text())
     except ValueError as e:  # not JSON, or not even UTF-8
         raise CorruptCheckpointError(f"checkpoint metadata {meta_path} is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise CorruptCheckpointError(f"checkpoint metadata {meta_path} is a JSON {type(meta).__name__}, not an object")
     if meta.get("sha256") != _sha256(path):
         raise CorruptCheckpointError(f"checkpoint {path} does not match the SHA-256 recorded in {meta_path.name}")
     try:

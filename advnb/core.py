@@ -73,6 +73,8 @@ def _convert(key: str, raw: str, origin: str, base: Path) -> Any:
     "Convert the string `raw` for setting `key` to its type; `origin` names where it came from."
     raw = raw.strip()
     if key in ("data_root", "cache_dir", "reports_dir"):
+        if not raw:  # an empty value would silently mean the current folder
+            raise SettingsError(f"{origin}: {key} is empty; give a folder, or remove the setting for its default")
         p = Path(os.path.expandvars(os.path.expanduser(raw)))
         return p if p.is_absolute() else (base / p).resolve()
     if key in ("num_workers", "torch_threads"):
@@ -103,9 +105,11 @@ def _convert(key: str, raw: str, origin: str, base: Path) -> Any:
     if key == "device":
         if raw != "auto":
             try:
-                torch.device(raw)
+                dev = torch.device(raw)
             except RuntimeError:
                 raise SettingsError(f"{origin}: device={raw!r} is not a torch device; use auto, cpu, cuda, cuda:N or mps") from None
+            if dev.type not in ("cpu", "cuda", "mps"):  # meta holds no data; others cannot run advnb's models
+                raise SettingsError(f"{origin}: device={raw!r} cannot train or attack a model; use auto, cpu, cuda, cuda:N or mps")
         return raw
     raise SettingsError(f"{origin}: unknown setting {key!r}")
 
@@ -154,8 +158,13 @@ def load_settings(path: Path | str | None = None, environ: dict | None = None) -
     path = Path(path) if path is not None else find_settings_file(environ)
     source = "defaults"
     if path is not None:
-        cp = configparser.ConfigParser()
-        cp.read(path)
+        cp = configparser.ConfigParser(interpolation=None)  # a % in a path is a character, not a reference
+        try:
+            cp.read(path, encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError) as e:
+            first = str(e).strip().splitlines()[0]
+            raise SettingsError(f"{path} is not a valid settings file ({first}); fix it (see settings.ini in the "
+                                "repository for its form) or point ADVNB_SETTINGS elsewhere") from None
         if not cp.has_section(SETTINGS_SECTION):
             raise SettingsError(f"{path} has no [{SETTINGS_SECTION}] section")
         for k, raw in cp.items(SETTINGS_SECTION):

@@ -340,14 +340,16 @@ def _load_real(name: str, split: str, root: Path, download: bool) -> tuple[torch
         if "not found" not in str(e).lower():
             raise DamagedDatasetError(name, split, path, f"{type(e).__name__}: {e}") from None
         raise MissingDatasetError(name, split, path, root, detail=str(e)) from None
-    except (ValueError, OSError, EOFError, IndexError) as e:  # truncated or garbled files (pickle, idx, binary)
-        raise DamagedDatasetError(name, split, path, f"{type(e).__name__}: {e}") from None
+    except (ValueError, OSError, EOFError, IndexError, KeyError, AssertionError) as e:  # truncated or garbled files
+        raise DamagedDatasetError(name, split, path, f"{type(e).__name__}: {e}") from None  # (pickle, idx magic, binary)
     data = torch.as_tensor(np.asarray(d.data))
     if data.dim() == 3:  # MNIST-like (N, H, W)
         data = data[:, None]
     elif data.shape[-1] == 3:  # CIFAR (N, H, W, C)
         data = data.permute(0, 3, 1, 2)
     x = data.contiguous().to(torch.uint8)
+    if tuple(x.shape[1:]) != DATASETS[name].shape:  # an idx header that declares other dimensions
+        raise DamagedDatasetError(name, split, path, f"images of shape {tuple(x.shape[1:])}, expected {DATASETS[name].shape}")
     y = torch.as_tensor(np.asarray(d.labels if name == "stl10" else d.targets), dtype=torch.int64)
     k = DATASETS[name].num_classes
     if len(y) != len(x) or (len(y) and (int(y.min()) < 0 or int(y.max()) >= k)):
@@ -359,7 +361,7 @@ def _load_real(name: str, split: str, root: Path, download: bool) -> tuple[torch
 # %% ../nbs/01_data.ipynb #58fe903f
 def tinyimagenet_classes(path: Path) -> list[str]:
     "Tiny-ImageNet's 200 class names in label order: `wnids.txt`'s ids, named from `words.txt` where it is there."
-    wnids = (Path(path) / "wnids.txt").read_text().split()
+    wnids = (Path(path) / "wnids.txt").read_text(encoding="utf-8", errors="replace").split()
     words = {}
     if (Path(path) / "words.txt").is_file():
         for line in (Path(path) / "words.txt").read_text(encoding="utf-8", errors="replace").splitlines():
@@ -372,13 +374,12 @@ def tinyimagenet_classes(path: Path) -> list[str]:
 def _read_rgb(file: Path, size: tuple[int, int]) -> np.ndarray:
     from PIL import Image
     try:
-        with Image.open(file) as im:
-            a = np.asarray(im.convert("RGB"))
-    except OSError as e:
+        with Image.open(file) as im:  # reads the header only: a wrong size is refused before anything is decoded
+            if im.size != (size[1], size[0]):
+                raise ValueError(f"{file.name} is {im.size[0]}×{im.size[1]} pixels, expected {size[1]}×{size[0]}")
+            return np.asarray(im.convert("RGB"))
+    except (OSError, Image.DecompressionBombError) as e:  # a header claiming billions of pixels is one of these
         raise OSError(f"{file.name}: {e}") from None
-    if a.shape[:2] != size:
-        raise ValueError(f"{file.name} is {a.shape[1]}×{a.shape[0]} pixels, expected {size[1]}×{size[0]}")
-    return a
 
 # %% ../nbs/01_data.ipynb #ed33638e
 def _load_tinyimagenet(split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -390,7 +391,10 @@ def _load_tinyimagenet(split: str, root: Path) -> tuple[torch.Tensor, torch.Tens
     if not (path / "wnids.txt").is_file() or not sub.is_dir():
         missing = "wnids.txt" if path.is_dir() and not (path / "wnids.txt").is_file() else sub.name + "/"
         raise MissingDatasetError(name, split, path, root, detail=f"{missing} is not there" if path.is_dir() else None)
-    wnids = (path / "wnids.txt").read_text().split()
+    try:
+        wnids = (path / "wnids.txt").read_text(encoding="utf-8").split()
+    except UnicodeDecodeError as e:
+        raise DamagedDatasetError(name, split, path, f"wnids.txt is not UTF-8 text ({e})") from None
     label = {w: i for i, w in enumerate(wnids)}
     if not wnids or len(label) != len(wnids) or len(wnids) > info.num_classes:
         raise DamagedDatasetError(name, split, path, f"wnids.txt lists {len(wnids)} ids ({len(label)} distinct); "
@@ -402,6 +406,8 @@ def _load_tinyimagenet(split: str, root: Path) -> tuple[torch.Tensor, torch.Tens
             if not d.is_dir():
                 raise DamagedDatasetError(name, split, path, f"train/{w}/images/ is missing")
             fs = sorted(f for f in d.iterdir() if f.suffix.lower() in (".jpeg", ".jpg", ".png"))
+            if not fs:  # the class would silently be missing from training
+                raise DamagedDatasetError(name, split, path, f"train/{w}/images/ holds no images")
             files += fs
             labels += [label[w]] * len(fs)
     else:
@@ -409,7 +415,11 @@ def _load_tinyimagenet(split: str, root: Path) -> tuple[torch.Tensor, torch.Tens
         if not ann.is_file() or not (sub / "images").is_dir():
             raise MissingDatasetError(name, split, path, root, detail="val/val_annotations.txt or val/images/ is not there")
         files, labels = [], []
-        for line in ann.read_text().splitlines():
+        try:
+            lines = ann.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise DamagedDatasetError(name, split, path, f"val/val_annotations.txt is not UTF-8 text ({e})") from None
+        for line in lines:
             if not line.strip():
                 continue
             parts = line.split("\t")

@@ -3,6 +3,8 @@
 
 Run alone with `pytest -m faults`; the session ends with the tally (faults injected, recovered, clear stops)."""
 import json
+import re
+import shutil
 import os
 import signal
 import subprocess
@@ -287,7 +289,10 @@ def test_interrupted_notebook_is_never_taken_for_ok(slow_project, sig):
 @pytest.mark.parametrize("env,needle", [({"ADVNB_SCALE": "huge"}, "scale='huge' is not one of"),
                                         ({"ADVNB_DEVICE": "nonsense"}, "is not a torch device"),
                                         ({"ADVNB_DEVCE": "cpu"}, "ADVNB_DEVCE names no advnb setting; did you mean ADVNB_DEVICE"),
-                                        ({"ADVNB_DEVICE": "cuda"}, "CUDA is not available")])
+                                        ({"ADVNB_DEVICE": "cuda"}, "CUDA is not available"),
+                                        ({"ADVNB_DEVICE": "meta"}, "device='meta' cannot train or attack a model"),
+                                        ({"ADVNB_REPORTS_DIR": ""}, "reports_dir is empty; give a folder"),
+                                        ({"ADVNB_CACHE_DIR": ""}, "cache_dir is empty; give a folder")])
 def test_settings_errors_are_one_line_and_exit_2(slow_project, env, needle, monkeypatch, capsys):
     if env.get("ADVNB_DEVICE") == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
@@ -744,3 +749,85 @@ def test_a_damaged_notebook_is_named_by_list_and_stops_run_with_one_line(labelle
     said = "".join(capsys.readouterr())
     assert "ok     a_first" in said and "failed b_broken" in said and "Traceback" not in said, said
     record("clear stop")
+
+
+# ------------------------------------------------------------------- a damaged settings file, data files and checkpoints
+@pytest.mark.parametrize("content,needle", [(b"[advnb\nscale = quick\n", "is not a valid settings file (File contains no section"),
+                                            (b"[advnb]\nscale = quick\nscale = smoke\n", "is not a valid settings file (While reading"),
+                                            (b"[advnb]\ncache_dir = \xff\xfe\n", "is not a valid settings file ('utf-8' codec")])
+def test_a_malformed_settings_file_is_one_line_and_exit_2(slow_project, content, needle, monkeypatch, capsys):
+    ini = slow_project / "bad.ini"
+    ini.write_bytes(content)
+    monkeypatch.setenv("ADVNB_SETTINGS", str(ini))
+    try:
+        rc = runner.main(["run", "--scale", "smoke", "--project", str(slow_project), "--reports-dir",
+                          str(slow_project / "reports")])
+    finally:
+        monkeypatch.undo()
+        core.get_settings(reload=True)
+    err = capsys.readouterr().err
+    assert rc == 2 and needle in err and "Traceback" not in err, err
+    record("clear stop")
+
+
+def test_a_percent_sign_in_a_settings_path_is_a_character(tmp_path):
+    ini = tmp_path / "settings.ini"
+    ini.write_text("[advnb]\ncache_dir = runs/100%done\n")
+    assert core.load_settings(ini, environ={}).cache_dir == (tmp_path / "runs" / "100%done").resolve()
+    record("recovered")
+
+
+@pytest.mark.parametrize("magic", [b"\x00\x00\x08\x07", b"\x00\x00\x20\x03", b"\x00\x00\x08\x02"])
+def test_an_idx_file_with_a_wrong_magic_number_is_named(fmnist_copy, magic):
+    from advnb.data import DamagedDatasetError, load_dataset
+    p = fmnist_copy / "t10k-images-idx3-ubyte"
+    p.write_bytes(magic + p.read_bytes()[4:])
+    with pytest.raises(DamagedDatasetError, match=r"FashionMNIST/raw are damaged"):
+        load_dataset("fashionmnist", "test", root=fmnist_copy.parents[1])
+    record("clear stop")
+
+
+def _tiny_imagenet(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_data import _fake_tiny_imagenet
+    return _fake_tiny_imagenet(tmp_path)
+
+
+@pytest.mark.parametrize("damage,needle", [
+    (lambda t: (t / "wnids.txt").write_bytes(b"n0\xff\xfe1443537\n"), "wnids.txt is not UTF-8 text"),
+    (lambda t: [f.unlink() for f in (t / "train" / "n01443537" / "images").iterdir()], "train/n01443537/images/ holds no images"),
+    (lambda t: _bomb(next((t / "train" / "n01443537" / "images").iterdir())), "could be decompression bomb"),
+])
+def test_damaged_tiny_imagenet_files_are_named(tmp_path, damage, needle):
+    from advnb.data import DamagedDatasetError, load_dataset
+    tin = _tiny_imagenet(tmp_path)
+    damage(tin)
+    with pytest.raises(DamagedDatasetError, match=re.escape(needle)):
+        load_dataset("tinyimagenet", "train", root=tmp_path)
+    record("clear stop")
+
+
+def _bomb(jpeg: Path) -> None:
+    "A PNG header that claims 100,000 × 100,000 pixels (10 gigapixels) over a few bytes of data."
+    import struct
+    import zlib
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))  # noqa: E731
+    jpeg.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("fault", ["metadata holds []", "weights are a folder", "metadata is a folder"])
+def test_a_checkpoint_of_the_wrong_shape_is_unsound_and_retrained(tmp_path, reference, fault):
+    zoo.get(SPEC, device="cpu", cache_dir=tmp_path, show_progress=False)
+    w = C.checkpoint_path(zoo.spec_dir(SPEC, tmp_path), 2)
+    target = w.with_suffix(".json") if "metadata" in fault else w
+    target.unlink()
+    if fault == "metadata holds []":
+        target.write_text("[]")
+    else:
+        target.mkdir()
+        (target / "x").write_text("x")
+    with pytest.raises(C.CorruptCheckpointError):
+        C.load_tensors(w)
+    shutil.rmtree(target) if target.is_dir() else None
+    assert settle(SPEC, tmp_path, reference) == "recovered"
