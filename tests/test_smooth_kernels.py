@@ -222,3 +222,63 @@ def test_paper_b_plan_gives_each_known_data_set_its_eps_and_overrides():
     assert cfg["mnist"] == {"epochs": 2, "lr": 0.01, "eps": 0.3} and cfg["fourshapes"]["lr"] == 0.5
     assert sorted(specs["mnist"]) == ["A", "AR", "L", "LR", "T", "TR", "V", "VR"]
     assert specs["mnist"]["A"].objective_kwargs["eps"] == 0.3 and specs["mnist"]["A"].lr == 0.01
+
+
+# ---------------------------------------------------------------- Foolbox 2's settings (issue 25)
+def test_pgd_search_keeps_growing_eps_past_one_as_foolbox_2(monkeypatch):
+    "Foolbox v2.3.0 iterative_projected_gradient.py 141-151: 20 tries of 0.3·1.5^i, no cap; step ε/30 each."
+    tried = []
+
+    def fake_pgd(model, x, y, eps, alpha, **kw):
+        tried.append((eps, alpha))
+        return x.clone()
+
+    monkeypatch.setattr(B, "pgd", fake_pgd)
+    const = Linear2(torch.zeros(2, 16, dtype=torch.float64), torch.tensor([1.0, 0.0], dtype=torch.float64))
+    x, y = torch.rand(2, 1, 4, 4, dtype=torch.float64), torch.tensor([0, 0])
+    assert torch.equal(B.pgd_search(const, x, y, steps=3), x)  # nothing fools: every ε is tried, x comes back
+    eps = [e for e, _ in tried]
+    assert eps == pytest.approx([0.3 * 1.5 ** j for j in range(-3, 20)])
+    assert eps[-1] == pytest.approx(0.3 * 1.5 ** 19) and eps[-1] > 600  # Foolbox's last try
+    assert all(a == pytest.approx(e / 30) for e, a in tried)
+
+
+def test_foolbox_default_attacks_pass_foolbox_2s_overshoots(monkeypatch):
+    "DeepFool: each step × 1.05 (deepfool.py 164) = overshoot 0.05; ADef: no overshoot (adef_attack.py 325) = 1.0."
+    seen = {}
+    monkeypatch.setattr(B, "deepfool", lambda m, x, y, **kw: seen.setdefault("df_" + kw["norm"], kw) and x)
+    monkeypatch.setattr(B, "adef", lambda m, x, y, **kw: seen.setdefault("adef", kw) and x)
+    attacks = B.foolbox_default_attacks(num_classes=10)
+    for name in ("DF(l2)", "DF(linf)", "ADef"):
+        attacks[name](None, torch.zeros(1, 1, 2, 2), torch.zeros(1, dtype=torch.long))
+    assert seen["df_l2"]["overshoot"] == seen["df_linf"]["overshoot"] == 0.05
+    assert seen["adef"]["overshoot"] == 1.0 and seen["adef"]["sigma"] == 1.0 and seen["adef"]["num_classes"] == 10
+
+
+def test_robust_per_image_is_accuracy_at_per_image():
+    rec = {"correct": [True, True, True, False], "fooled": [True, True, False, False], "linf": [0.05, 0.3, 0.0, 0.0]}
+    assert B.robust_per_image(rec).tolist() == [False, False, True, False]
+    assert B.robust_per_image(rec, 0.1).tolist() == [False, True, True, False]  # 0.3 is beyond the bound
+    assert B.accuracy_at(rec, 0.1) == 0.5
+
+
+def test_test_set_correct_counts_each_image_in_batches():
+    model = nn.Sequential(nn.Flatten(), nn.Identity())  # logits = the 2 pixels
+    x = torch.tensor([[[[255, 0]]], [[[0, 255]]], [[[0, 255]]], [[[255, 0]]], [[[0, 255]]]], dtype=torch.uint8)
+    data = type("D", (), {"x": x, "y": torch.tensor([0, 1, 0, 0, 0])})()
+    assert B.test_set_correct(model, data, batch_size=2).tolist() == [True, True, False, True, False]
+
+
+def test_two_way_mean_se_by_hand():
+    # [[1, 2], [3, 4]]: mean 2.5; row means 1.5, 3.5 -> MS_r = 2·(1 + 1)/1 = 4; column means 2, 3 -> MS_c = 2·0.5 = 1;
+    # no interaction -> MS_e = 0; Var = (4 + 1 − 0)/4
+    assert B.two_way_mean_se([[1, 2], [3, 4]]) == pytest.approx((2.5, math.sqrt(1.25)))
+    # [[0, 0], [0, 4]]: mean 1, MS_r = MS_c = 4, residuals ±1 -> MS_e = 4; Var = (4 + 4 − 4)/4 = 1
+    assert B.two_way_mean_se([[0, 0], [0, 4]]) == pytest.approx((1.0, 1.0))
+    # a pure interaction: MS_r = MS_c = 0, MS_e = 4 -> MS_r + MS_c − MS_e < 0, the floor MS_e/4 = 1 holds
+    assert B.two_way_mean_se([[1, -1], [-1, 1]]) == pytest.approx((0.0, 1.0))
+    # a loss effect shared by every class: 4 classes of the same two values; as 8 independent values the SE would be
+    # 0.378, but there are only 2 losses: SE = √(MS_r/8) = √(4·2/8) = 1
+    assert B.two_way_mean_se([[0] * 4, [2] * 4])[1] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        B.two_way_mean_se([[1, 2, 3]])

@@ -31,9 +31,9 @@ __all__ = ['PAPER', 'FOUR_SHAPES', 'FOUR_SHAPES_DEFAULT_PER_CLASS', 'FOUR_SHAPES
            'LOSS_COLOURS', 'kernel_roughness', 'smooth_kernel_penalty', 'conv_kernels', 'smooth_kernel_regularizer',
            'kl_logit_pairing_loss', 'kl_logit_pairing_objective', 'render_shape', 'make_four_shapes', 'paper_b_specs',
            'paper_b_plan', 'fgsm_search', 'pgd_search', 'foolbox_default_attacks', 'perturbation_sizes',
-           'attack_record', 'accuracy_at', 'accuracy_curve', 'accuracy_curve_panel', 'cached_attack_records',
-           'high_frequency_fraction', 'kernel_spectrum', 'activation_maximisation', 'image_correlation', 'class_means',
-           'most_deceptive']
+           'attack_record', 'robust_per_image', 'accuracy_at', 'test_set_correct', 'accuracy_curve',
+           'accuracy_curve_panel', 'cached_attack_records', 'high_frequency_fraction', 'kernel_spectrum',
+           'activation_maximisation', 'image_correlation', 'class_means', 'two_way_mean_se', 'most_deceptive']
 
 # %% ../../nbs/b1_smooth_kernels.ipynb #c299fd4c
 PAPER = register_paper("B", "Smooth kernels improve adversarial robustness")  # the report site's page for this paper is titled so
@@ -192,13 +192,13 @@ def fgsm_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_eps: int =
 
 @register_attack("pgd_search", norm="linf")
 def pgd_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps0: float = 0.3, factor: float = 1.5,
-               below: int = 3, above: int = 3, rel_step: float = 1 / 30, steps: int = 40, seed: int = 0) -> torch.Tensor:
-    "L∞ PGD (no random start, step ε·rel_step) at ε = eps0·factor^j, j = −below … above (capped at 1): the smallest ε that fools, else x."
+               below: int = 3, above: int = 19, rel_step: float = 1 / 30, steps: int = 40, seed: int = 0) -> torch.Tensor:
+    "L∞ PGD (no random start, step ε·rel_step) at ε = eps0·factor^j, j = −below … above (uncapped): the smallest ε that fools, else x."
     x, y = validate_inputs(model, x, y)
     x_adv = x.clone()
     active = torch.ones(len(x), dtype=torch.bool, device=x.device)
     for j in range(-below, above + 1):
-        eps = min(1.0, eps0 * factor ** j)
+        eps = eps0 * factor ** j
         idx = active.nonzero().squeeze(1)
         if len(idx) == 0:
             break
@@ -208,8 +208,6 @@ def pgd_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps0: float =
             fooled = model(xa).argmax(1) != y[idx]
         x_adv[idx[fooled]] = xa[fooled]
         active[idx[fooled]] = False
-        if eps >= 1.0:
-            break
     return x_adv
 
 # %% ../../nbs/b1_smooth_kernels.ipynb #00b710de
@@ -223,10 +221,11 @@ def foolbox_default_attacks(fgsm_steps: int = 1000, cw_steps: int = 1000, pgd_st
     return {
         "FGSM": lambda m, x, y, seed=0: fgsm_search(m, x, y, n_eps=fgsm_steps),
         "PGD": lambda m, x, y, seed=0: pgd_search(m, x, y, steps=pgd_steps),
-        "DF(l2)": lambda m, x, y, seed=0: deepfool(m, x, y, norm="l2", steps=deepfool_steps, num_classes=k),
-        "DF(linf)": lambda m, x, y, seed=0: deepfool(m, x, y, norm="linf", steps=deepfool_steps, num_classes=k),
+        "DF(l2)": lambda m, x, y, seed=0: deepfool(m, x, y, norm="l2", steps=deepfool_steps, num_classes=k, overshoot=0.05),
+        "DF(linf)": lambda m, x, y, seed=0: deepfool(m, x, y, norm="linf", steps=deepfool_steps, num_classes=k,
+                                                     overshoot=0.05),
         "C&W": lambda m, x, y, seed=0: cw_l2(m, x, y, c=0.01, kappa=0.0, steps=cw_steps, lr=0.005, binary_search_steps=5),
-        "ADef": lambda m, x, y, seed=0: adef(m, x, y, steps=adef_steps, sigma=1.0, num_classes=k),
+        "ADef": lambda m, x, y, seed=0: adef(m, x, y, steps=adef_steps, sigma=1.0, num_classes=k, overshoot=1.0),
         "S&P": lambda m, x, y, seed=0: salt_and_pepper(m, x, y, steps=sp_steps, seed=seed),
     }
 
@@ -246,10 +245,22 @@ def attack_record(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack, ba
     return {"correct": correct.tolist(), "fooled": (correct & ~adv_right).tolist(), **{k: v.tolist() for k, v in sizes.items()}}
 
 
-def accuracy_at(rec: dict, bound: float = math.inf, norm: str = "linf") -> float:
-    "Accuracy when an attack counts only with ‖δ‖_norm ≤ bound: right on x and (not fooled or δ beyond the bound)."
+def robust_per_image(rec: dict, bound: float = math.inf, norm: str = "linf") -> torch.Tensor:
+    "Per example: right on x and (not fooled or δ beyond the bound), an attack counting only with ‖δ‖_norm ≤ bound."
     c, f, s = (torch.tensor(rec[k]) for k in ("correct", "fooled", norm))
-    return float((c & ~(f & (s <= bound))).float().mean()) if len(c) else float("nan")
+    return c & ~(f & (s <= bound))
+
+
+def accuracy_at(rec: dict, bound: float = math.inf, norm: str = "linf") -> float:
+    "The mean of `robust_per_image`: the accuracy under the attack at that bound."
+    r = robust_per_image(rec, bound, norm)
+    return float(r.float().mean()) if len(r) else float("nan")
+
+
+def test_set_correct(model: nn.Module, data, batch_size: int = 512) -> torch.Tensor:
+    "Per image of the data set `data` (uint8 images `data.x`, labels `data.y`), whether `model` classifies it right."
+    return torch.cat([predict(model, data.x[i:i + batch_size].float().div(255), batch_size) == data.y[i:i + batch_size]
+                      for i in range(0, len(data.y), batch_size)]) if len(data.y) else torch.zeros(0, dtype=torch.bool)
 
 # %% ../../nbs/b1_smooth_kernels.ipynb #b45601eb
 LOSS_COLOURS = {"V": "tab:blue", "T": "tab:orange", "A": "tab:green", "L": "tab:red"}
@@ -324,6 +335,18 @@ def image_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def class_means(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
     "The mean image of each class (num_classes, ...)."
     return torch.stack([x[y == c].mean(0) for c in range(num_classes)])
+
+# %% ../../nbs/b1_smooth_kernels.ipynb #fb83bb10
+def two_way_mean_se(d) -> tuple[float, float]:
+    "Mean and SE of an (r × c) table of differences, random row and column effects: √(max(MS_r + MS_c − MS_e, MS_r, MS_c, MS_e)/rc)."
+    d = np.asarray(d, dtype=float)
+    if d.ndim != 2 or min(d.shape) < 2:
+        raise ValueError(f"two_way_mean_se needs a table of at least 2 × 2 differences, got shape {d.shape}")
+    (r, c), m = d.shape, d.mean()
+    rows, cols = d.mean(1), d.mean(0)
+    ms_r, ms_c = c * ((rows - m) ** 2).sum() / (r - 1), r * ((cols - m) ** 2).sum() / (c - 1)
+    ms_e = ((d - rows[:, None] - cols[None] + m) ** 2).sum() / ((r - 1) * (c - 1))
+    return float(m), float(math.sqrt(max(ms_r + ms_c - ms_e, ms_r, ms_c, ms_e) / (r * c)))
 
 # %% ../../nbs/b1_smooth_kernels.ipynb #257d7f22
 @torch.no_grad()
