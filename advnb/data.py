@@ -27,10 +27,11 @@ from .registry import Registry
 
 # %% auto #0
 __all__ = ['SYNTHETIC_PREFIX', 'CIFAR10_CLASSES', 'CIFAR100_CLASSES', 'MNIST_CLASSES', 'FASHIONMNIST_CLASSES', 'STL10_CLASSES',
-           'TINYIMAGENET_INFO', 'SHAPES', 'ORIENTATIONS', 'HUES', 'LEVELS', 'DATASETS', 'SYNTHETIC_DEFAULT_PER_CLASS',
-           'SPLITS', 'DatasetInfo', 'synthetic_factors', 'synthetic_class_names', 'augmentation_policy', 'crop_flip',
-           'ImageTensorDataset', 'MissingDatasetError', 'DamagedDatasetError', 'dataset_path', 'tinyimagenet_classes',
-           'derive_seed', 'render_synthetic', 'make_synthetic', 'register_dataset', 'dataset_info', 'dataset_generator',
+           'TINYIMAGENET_INFO', 'SHAPES', 'ORIENTATIONS', 'HUES', 'LEVELS', 'DATASETS', 'RESTRICTED_IMAGENET_RANGES',
+           'RESTRICTED_IMAGENET_INFO', 'SYNTHETIC_DEFAULT_PER_CLASS', 'SPLITS', 'DatasetInfo', 'synthetic_factors',
+           'synthetic_class_names', 'augmentation_policy', 'crop_flip', 'ImageTensorDataset', 'MissingDatasetError',
+           'DamagedDatasetError', 'dataset_path', 'tinyimagenet_classes', 'restricted_imagenet_label', 'derive_seed',
+           'render_synthetic', 'make_synthetic', 'register_dataset', 'dataset_info', 'dataset_generator',
            'load_dataset', 'subset', 'KeyedSampler', 'make_loader', 'take']
 
 # %% ../nbs/01_data.ipynb #2efa7e93
@@ -311,7 +312,10 @@ _TORCHVISION = {"cifar10": ("CIFAR10", "cifar-10-batches-py"), "cifar100": ("CIF
                 "stl10": ("STL10", "stl10_binary")}
 # name -> (folder under data_root, where to get it, what the folder holds): datasets read from their own layout
 _OWN_LAYOUT = {"tinyimagenet": ("tiny-imagenet-200", "https://cs231n.stanford.edu/tiny-imagenet-200.zip",
-                                "wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG and val/val_annotations.txt")}
+                                "wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG and val/val_annotations.txt"),
+               "restricted_imagenet": ("imagenet", "ILSVRC2012 (https://image-net.org/download, registration needed)",
+                                       "ImageNet's 1,000 classes in torchvision's ImageFolder layout: "
+                                       "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG")}
 _REAL_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
@@ -326,7 +330,7 @@ def _load_real(name: str, split: str, root: Path, download: bool) -> tuple[torch
     if key in _REAL_CACHE:
         return _REAL_CACHE[key]
     if name in _OWN_LAYOUT:  # read from its own folder; never downloaded
-        _REAL_CACHE[key] = _load_tinyimagenet(split, root)
+        _REAL_CACHE[key] = (_load_tinyimagenet if name == "tinyimagenet" else _load_restricted_imagenet)(split, root)
         return _REAL_CACHE[key]
     cls_name, _ = _TORCHVISION[name]
     path = dataset_path(name, root)
@@ -435,6 +439,67 @@ def _load_tinyimagenet(split: str, root: Path) -> tuple[torch.Tensor, torch.Tens
             for i, a in enumerate(pool.map(lambda f: _read_rgb(f, info.shape[1:]), files)):
                 x[i] = a
     except (OSError, ValueError) as e:  # unreadable, truncated, missing or wrongly sized images
+        raise DamagedDatasetError(name, split, path, f"{type(e).__name__}: {e}") from None
+    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels, dtype=torch.int64)
+
+# %% ../nbs/01_data.ipynb #e5a3000e
+RESTRICTED_IMAGENET_RANGES = ((151, 268), (281, 285), (30, 32), (33, 37), (80, 100), (365, 382), (389, 397), (118, 121),
+                              (300, 319))  # MadryLab robustness, tools/constants.py line 7
+RESTRICTED_IMAGENET_INFO = DatasetInfo("restricted_imagenet", (3, 224, 224), 9, (0.4717, 0.4499, 0.3837),
+                                       (0.2600, 0.2516, 0.2575),
+                                       ["dog", "cat", "frog", "turtle", "bird", "monkey", "fish", "crab", "insect"])
+DATASETS.register(RESTRICTED_IMAGENET_INFO.name, split_sizes=(257_748, 10_150))(RESTRICTED_IMAGENET_INFO)
+_IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # ImageFolder's
+
+
+def restricted_imagenet_label(index: int) -> int | None:
+    "The Restricted ImageNet super-class of ImageNet class `index` (its rank among the sorted wnids), None outside the ranges."
+    return next((k for k, (lo, hi) in enumerate(RESTRICTED_IMAGENET_RANGES) if lo <= index <= hi), None)
+
+# %% ../nbs/01_data.ipynb #f914643b
+def _read_centre_crop(file: Path, size: int = 224, resize: int = 256) -> np.ndarray:
+    "RGB pixels of `file`, its shorter side resized to `resize` (bilinear), the central `size` × `size`."
+    from PIL import Image
+    try:
+        with Image.open(file) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            s = resize / min(w, h)
+            im = im.resize((max(size, int(w * s)), max(size, int(h * s))), Image.BILINEAR)
+            left, top = int(round((im.size[0] - size) / 2)), int(round((im.size[1] - size) / 2))
+            return np.asarray(im.crop((left, top, left + size, top + size)))
+    except OSError as e:
+        raise OSError(f"{file.name}: {e}") from None
+
+
+def _load_restricted_imagenet(split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    "uint8 images (N, 3, 224, 224) and super-class labels of Restricted ImageNet's `split` (`test`: ImageNet's val/)."
+    from concurrent.futures import ThreadPoolExecutor
+    name, info = "restricted_imagenet", RESTRICTED_IMAGENET_INFO
+    path = dataset_path(name, root)
+    sub = path / ("train" if split == "train" else "val")
+    if not sub.is_dir():
+        raise MissingDatasetError(name, split, path, root, detail=f"{sub.name}/ is not there" if path.is_dir() else None)
+    wnids = sorted(d.name for d in sub.iterdir() if d.is_dir())
+    if len(wnids) != 1000:
+        raise DamagedDatasetError(name, split, path, f"{sub.name}/ holds {len(wnids)} class folders, not ImageNet's 1,000 "
+                                  f"(the super-classes are ranges of the sorted class index)")
+    files, labels = [], []
+    for i, w in enumerate(wnids):
+        k = restricted_imagenet_label(i)
+        if k is not None:
+            fs = sorted(f for f in (sub / w).iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES)
+            files += fs
+            labels += [k] * len(fs)
+    if not files:
+        raise DamagedDatasetError(name, split, path, f"no images in the {sum(hi - lo + 1 for lo, hi in RESTRICTED_IMAGENET_RANGES)} "
+                                  f"class folders of the nine ranges in {sub}")
+    x = np.empty((len(files), *info.shape[1:], 3), dtype=np.uint8)
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:  # PIL decodes outside the GIL
+            for i, a in enumerate(pool.map(lambda f: _read_centre_crop(f, info.shape[1]), files)):
+                x[i] = a
+    except (OSError, ValueError) as e:
         raise DamagedDatasetError(name, split, path, f"{type(e).__name__}: {e}") from None
     return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels, dtype=torch.int64)
 
@@ -589,7 +654,7 @@ def load_dataset(name: str, split: str = "train", root: Path | str | None = None
     root = Path(root) if root is not None else settings.data_root
     download = settings.download if download is None else bool(download)
     x, y = _load_real(name, split, root, download)
-    if name in _OWN_LAYOUT:  # its class names come with the data
+    if name == "tinyimagenet":  # its class names come with the data
         info = replace(info, classes=tinyimagenet_classes(dataset_path(name, root)))
     ds = ImageTensorDataset(x, y, info, augment)
     return ds if n_per_class is None else subset(ds, n_per_class, seed)

@@ -474,3 +474,77 @@ def test_damaged_tinyimagenet(tmp_path):
         f.write("val_9.JPEG\tn99999999\t0\t0\t63\t63\n")
     with pytest.raises(data.DamagedDatasetError, match="n99999999"):
         load_dataset("tinyimagenet", "test", root=tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Restricted ImageNet (paper B): ImageNet in ImageFolder layout, nine super-classes by MadryLab's ranges
+
+def _fake_imagenet(root, with_images=((30, 300, 260), (29, 260, 300), (151, 256, 256), (268, 400, 240), (269, 256, 256),
+                                      (319, 240, 320), (999, 256, 256)), n_folders=1000):
+    "ImageNet's 1,000 class folders (n00000000 … n00000999, sorted = ImageNet's order) in train/ and val/, empty but for "
+    "one flat-red image (red = the class index mod 256) in each listed class, of the listed size."
+    from PIL import Image
+    inet = root / "imagenet"
+    for split in ("train", "val"):
+        for i in range(n_folders):
+            (inet / split / f"n{i:08d}").mkdir(parents=True)
+        for i, w, h in with_images:
+            Image.new("RGB", (w, h), (i % 256, 10, 20)).save(inet / split / f"n{i:08d}" / f"img_{i}.JPEG", "JPEG",
+                                                              quality=100)
+        (inet / split / "n00000030" / "notes.txt").write_text("not an image")
+    return inet
+
+
+def test_restricted_imagenet_ranges_are_madrylabs():
+    from advnb.data import RESTRICTED_IMAGENET_INFO, RESTRICTED_IMAGENET_RANGES, restricted_imagenet_label
+    # robustness/tools/constants.py line 7 (MadryLab/robustness a954124), inclusive at both ends
+    assert RESTRICTED_IMAGENET_RANGES == ((151, 268), (281, 285), (30, 32), (33, 37), (80, 100), (365, 382), (389, 397),
+                                          (118, 121), (300, 319))
+    labels = [restricted_imagenet_label(i) for i in range(1000)]
+    assert sum(v is not None for v in labels) == 203  # 118 + 5 + 3 + 5 + 21 + 18 + 9 + 4 + 20 ImageNet classes
+    assert [labels[i] for i in (29, 30, 32, 33, 37, 38, 117, 118, 121, 150, 151, 268, 269, 319, 320, 999)] == \
+        [None, 2, 2, 3, 3, None, None, 7, 7, None, 0, 0, None, 8, None, None]
+    info = DATASETS["restricted_imagenet"]
+    assert info is RESTRICTED_IMAGENET_INFO and (info.shape, info.num_classes) == ((3, 224, 224), 9)
+    assert info.classes == ["dog", "cat", "frog", "turtle", "bird", "monkey", "fish", "crab", "insect"]
+    assert info.std[2] == 0.2575 and "synthetic-restricted_imagenet" not in DATASETS  # the paper's 0.2575
+
+
+def test_restricted_imagenet_from_a_fake_imagenet_folder(tmp_path, no_download):
+    _fake_imagenet(tmp_path)
+    for split in ("train", "test"):
+        ds = load_dataset("restricted_imagenet", split, root=tmp_path)
+        # only the classes inside the ranges, in sorted folder order: 30 frog, 151 dog, 268 dog, 319 insect
+        assert ds.y.tolist() == [2, 0, 0, 8] and ds.y.dtype == torch.int64
+        assert tuple(ds.x.shape) == (4, 3, 224, 224) and ds.x.dtype == torch.uint8 and ds.num_classes == 9
+        red = ds.images[:, 0].mean((1, 2)) * 255
+        assert torch.allclose(red, torch.tensor([30., 151, 268 % 256, 319 % 256]), atol=2)  # each image with its label
+        assert ds.classes[2] == "frog"
+    with pytest.warns(UserWarning, match="fewer"):  # six super-classes have no image here
+        sub = load_dataset("restricted_imagenet", "train", root=tmp_path, n_per_class=1, seed=0)
+    assert sorted(sub.y.tolist()) == [0, 2, 8] and not no_download
+
+
+def test_restricted_imagenet_needs_all_1000_class_folders(tmp_path, no_download):
+    _fake_imagenet(tmp_path, with_images=((30, 256, 256), (151, 256, 256)), n_folders=400)  # ranks ≠ ImageNet's indices
+    with pytest.raises(data.DamagedDatasetError, match="400 class folders"):
+        load_dataset("restricted_imagenet", "train", root=tmp_path)
+
+
+def test_missing_restricted_imagenet_says_where_to_put_it(tmp_path, monkeypatch, no_download):
+    monkeypatch.setenv("ADVNB_DATA_ROOT", str(tmp_path))
+    core.get_settings(reload=True)
+    try:
+        for split, download in (("train", None), ("test", True)):  # no download even when one is allowed
+            with pytest.raises(MissingDatasetError) as ei:
+                load_dataset("restricted_imagenet", split, download=download)
+            e, msg = ei.value, str(ei.value)
+            assert e.path == tmp_path / "imagenet" and str(e.path) in msg and f"({split} split)" in msg
+            assert "ILSVRC2012" in msg and "ImageFolder" in msg and "cannot download" in msg and "ADVNB_DATA_ROOT" in msg
+        (tmp_path / "imagenet").mkdir()
+        with pytest.raises(MissingDatasetError, match="train/ is not there"):
+            load_dataset("restricted_imagenet", "train")
+    finally:
+        monkeypatch.undo()
+        core.get_settings(reload=True)
+    assert not no_download and [p.name for p in tmp_path.iterdir()] == ["imagenet"]  # nothing downloaded

@@ -9,6 +9,7 @@ model specs and cached evaluation that b2, b3 and b4 share."""
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from ..attacks import (adef, cw_l2, deepfool, eval_mode, fgsm, pgd, register_att
 from ..core import torch_generator
 from ..fourier import radius_cycles_per_pixel
 from ..data import DATASETS, DatasetInfo, derive_seed, register_dataset
+from ..models import FeatureMixin, check_in_shape, make_normalize, register_architecture
 from ..train import TrainSpec, register_objective, register_regularizer
 from ..attacks import attack_batches, model_device, predict
 from ..zoo import cached_result
@@ -32,8 +34,9 @@ __all__ = ['PAPER', 'FOUR_SHAPES', 'FOUR_SHAPES_DEFAULT_PER_CLASS', 'FOUR_SHAPES
            'kl_logit_pairing_loss', 'kl_logit_pairing_objective', 'render_shape', 'make_four_shapes', 'paper_b_specs',
            'paper_b_plan', 'fgsm_search', 'pgd_search', 'foolbox_default_attacks', 'perturbation_sizes',
            'attack_record', 'robust_per_image', 'accuracy_at', 'test_set_correct', 'accuracy_curve',
-           'accuracy_curve_panel', 'cached_attack_records', 'high_frequency_fraction', 'kernel_spectrum',
-           'activation_maximisation', 'image_correlation', 'class_means', 'two_way_mean_se', 'most_deceptive']
+           'accuracy_curve_panel', 'cached_attack_records', 'ResNet50', 'resnet50', 'high_frequency_fraction',
+           'kernel_spectrum', 'activation_maximisation', 'image_correlation', 'class_means', 'two_way_mean_se',
+           'most_deceptive']
 
 # %% ../../nbs/b1_smooth_kernels.ipynb #c299fd4c
 PAPER = register_paper("B", "Smooth kernels improve adversarial robustness")  # the report site's page for this paper is titled so
@@ -292,6 +295,31 @@ def cached_attack_records(spec: TrainSpec, model: nn.Module, x: torch.Tensor, y:
                                                        "settings": attack_settings, "seed": seed},
                                 lambda fn=fn: attack_record(model, x, y, fn, seed=seed), code=code, cache_dir=cache_dir)
             for name, fn in foolbox_default_attacks(**attack_settings).items()}
+
+# %% ../../nbs/b1_smooth_kernels.ipynb #3318460a
+class ResNet50(FeatureMixin, nn.Module):
+    "torchvision's ResNet-50 (ImageNet stem, random initialisation) behind `Normalize`: paper B's Restricted ImageNet network."
+    feature_layers = OrderedDict([("conv1", "body.relu"), ("layer1", "body.layer1"), ("layer2", "body.layer2"),
+                                  ("layer3", "body.layer3"), ("layer4", "body.layer4"), ("penultimate", "body.avgpool"),
+                                  ("logits", "body.fc")])
+
+    def __init__(self, num_classes=9, in_shape=(3, 224, 224), mean=None, std=None):
+        super().__init__()
+        from torchvision.models import resnet50
+        c = check_in_shape(in_shape)[0]
+        self.normalize = make_normalize(in_shape, mean, std)
+        self.body = resnet50(weights=None, num_classes=num_classes)
+        if c != 3:
+            self.body.conv1 = nn.Conv2d(c, 64, 7, 2, 3, bias=False)
+
+    def forward(self, x):
+        return self.body(self.normalize(x))
+
+
+@register_architecture("resnet50")
+def resnet50(num_classes=9, in_shape=(3, 224, 224), mean=None, std=None) -> ResNet50:
+    "Paper B's Restricted ImageNet network: torchvision's ResNet-50, randomly initialised."
+    return ResNet50(num_classes, in_shape, mean, std)
 
 # %% ../../nbs/b1_smooth_kernels.ipynb #f43fb59b
 def high_frequency_fraction(a: torch.Tensor, cutoff_cycles_per_pixel: float = 0.25, n: int | None = None) -> torch.Tensor:
