@@ -13,7 +13,7 @@ from advnb.papers.c_implicit_fourier import CircularConv2d, end_to_end_weights
 from advnb.papers.e_spectral import FixupBlock
 from advnb.registry import load_plugins
 
-load_plugins()  # the papers' architectures (C's shallow models, E's Fixup ResNets and WRN-50-2) are plug-ins
+load_plugins()  # the papers' architectures (C's shallow models, E's Fixup ResNets and WRN-50-2, B's ResNet-50) are plug-ins
 
 SHAPES = [(1, 28, 28), (3, 32, 32), (3, 96, 96)]
 K = 7  # not 10, so a hard-coded class count would show
@@ -37,6 +37,7 @@ SMALL = {
     "shallow_resnet": {"width": 4},
     "fixup_resnet": {"depth": 8, "width": 1},
     "wrn50_2": {"stem": "imagenet"},  # torchvision's stride-4 stem: cheap at these sizes (paper E's stem: below)
+    "resnet50": {},  # paper B's Restricted ImageNet network (torchvision's, stride-4 stem)
 }
 
 
