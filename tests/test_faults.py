@@ -831,3 +831,40 @@ def test_a_checkpoint_of_the_wrong_shape_is_unsound_and_retrained(tmp_path, refe
         C.load_tensors(w)
     shutil.rmtree(target) if target.is_dir() else None
     assert settle(SPEC, tmp_path, reference) == "recovered"
+
+
+HOSTILE = "../../../../ESCAPED/a b"
+
+
+def test_a_run_fed_hostile_values_writes_only_under_the_reports_and_the_cache(tmp_path, monkeypatch):
+    "Every channel a value reaches a path through — an override, a figure's and a table's name, a claim's id, dataset and "
+    "notes, a sidecar rewritten by hand, a ledger line written by hand — and every path written checked afterwards."
+    from notebook_fixtures import make_project
+    body = ("import matplotlib\nmatplotlib.use('Agg')\nimport json, pathlib\nimport matplotlib.pyplot as plt\n"
+            "import pandas as pd\nfrom advnb.core import start_run, save_figure, save_table\nfrom advnb import claims\n"
+            "run = start_run('a1_demo', scale=scale, seed=seed)\n"
+            "fig = plt.figure()\npng = save_figure(fig, label, paper='A', number=1)[0]\n"
+            "save_table(pd.DataFrame({'a': [1]}), label, paper='A', number=2)\n"
+            "claims.record(label.replace(' ', ''), paper='A', section=label, statement=label, paper_value=label, our_value=label, "
+            "holds=True, criterion=label, dataset=label, notes=label)\n"
+            "png.with_suffix('.json').write_text(json.dumps({'notebook': label, 'scale': label, 'caption': label}))\n")
+    project = make_project(tmp_path / "proj", {"a1_demo": ('scale = "smoke"\nseed = 0\nlabel = "x"', body)})
+    reports, cache = tmp_path / "reports", tmp_path / "cache"
+    monkeypatch.setenv("ADVNB_CACHE_DIR", str(cache))
+    core.get_settings(reload=True)
+    before = _files_under(tmp_path)
+    try:
+        logs = []
+        assert runner.run("smoke", ["a1_demo"], project=project, reports_dir=reports, log=logs.append,
+                          overrides={"label": HOSTILE}) == 0, logs
+        with (reports / "smoke" / "claims.jsonl").open("a") as f:
+            f.write(json.dumps({"id": HOSTILE, "paper": "/../../ESCAPED", "holds": True}) + "\n")
+        assert runner.main(["report", "--scale", "smoke", "--project", str(project), "--reports-dir", str(reports)]) == 0
+    finally:
+        monkeypatch.undo()
+        core.get_settings(reload=True)
+    written = _files_under(tmp_path) - before
+    assert written and any("ESCAPED" in p.name for p in written)  # the hostile value did reach file names, made safe
+    outside = [p for p in written if not (p.is_relative_to(reports.resolve()) or p.is_relative_to(cache.resolve()))]
+    assert outside == [] and not any(p.name.startswith("ESCAPED") for p in tmp_path.parent.iterdir())
+    record("recovered")
