@@ -262,11 +262,11 @@ def test_robust_per_image_is_accuracy_at_per_image():
     assert B.accuracy_at(rec, 0.1) == 0.5
 
 
-def test_test_set_correct_counts_each_image_in_batches():
+def test_correct_per_image_counts_each_image_in_batches():
     model = nn.Sequential(nn.Flatten(), nn.Identity())  # logits = the 2 pixels
     x = torch.tensor([[[[255, 0]]], [[[0, 255]]], [[[0, 255]]], [[[255, 0]]], [[[0, 255]]]], dtype=torch.uint8)
     data = type("D", (), {"x": x, "y": torch.tensor([0, 1, 0, 0, 0])})()
-    assert B.test_set_correct(model, data, batch_size=2).tolist() == [True, True, False, True, False]
+    assert B.correct_per_image(model, data, batch_size=2).tolist() == [True, True, False, True, False]
 
 
 def test_two_way_mean_se_by_hand():

@@ -33,7 +33,7 @@ __all__ = ['PAPER', 'FOUR_SHAPES', 'FOUR_SHAPES_DEFAULT_PER_CLASS', 'FOUR_SHAPES
            'LOSS_COLOURS', 'kernel_roughness', 'smooth_kernel_penalty', 'conv_kernels', 'smooth_kernel_regularizer',
            'kl_logit_pairing_loss', 'kl_logit_pairing_objective', 'render_shape', 'make_four_shapes', 'paper_b_specs',
            'paper_b_plan', 'fgsm_search', 'pgd_search', 'foolbox_default_attacks', 'perturbation_sizes',
-           'attack_record', 'robust_per_image', 'accuracy_at', 'test_set_correct', 'accuracy_curve',
+           'attack_record', 'robust_per_image', 'accuracy_at', 'correct_per_image', 'accuracy_curve',
            'accuracy_curve_panel', 'cached_attack_records', 'ResNet50', 'resnet50', 'high_frequency_fraction',
            'kernel_spectrum', 'activation_maximisation', 'image_correlation', 'class_means', 'two_way_mean_se',
            'most_deceptive']
@@ -260,7 +260,7 @@ def accuracy_at(rec: dict, bound: float = math.inf, norm: str = "linf") -> float
     return float(r.float().mean()) if len(r) else float("nan")
 
 
-def test_set_correct(model: nn.Module, data, batch_size: int = 512) -> torch.Tensor:
+def correct_per_image(model: nn.Module, data, batch_size: int = 512) -> torch.Tensor:
     "Per image of the data set `data` (uint8 images `data.x`, labels `data.y`), whether `model` classifies it right."
     return torch.cat([predict(model, data.x[i:i + batch_size].float().div(255), batch_size) == data.y[i:i + batch_size]
                       for i in range(0, len(data.y), batch_size)]) if len(data.y) else torch.zeros(0, dtype=torch.bool)
