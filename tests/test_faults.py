@@ -156,7 +156,8 @@ def test_training_killed_resumes_to_the_same_weights(tmp_path, reference, where,
     script.write_text(KILLER)
     cache = tmp_path / "cache"
     r = subprocess.run([sys.executable, str(script), where, str(k), str(cache)], capture_output=True, text=True,
-                       timeout=600, env={**os.environ, "ADVNB_DEVICE": "cpu"})
+                       timeout=600, env={**os.environ, "ADVNB_DEVICE": "cpu",
+                                         "OMP_NUM_THREADS": str(torch.get_num_threads())})  # as the reference's: bit-exact
     assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
     assert settle(SPEC, cache, reference) == "recovered"
     assert not [p.name for p in zoo.spec_dir(SPEC, cache).glob(".*")], "temporary files left behind"
