@@ -23,20 +23,24 @@ from ..core import torch_generator
 from ..fourier import radius_cycles_per_pixel
 from ..data import DATASETS, DatasetInfo, derive_seed, register_dataset
 from ..models import FeatureMixin, check_in_shape, make_normalize, register_architecture
-from ..train import TrainSpec, register_objective, register_regularizer
-from ..attacks import attack_batches, model_device, predict
-from ..zoo import cached_result
+from ..train import Callback, TrainSpec, register_callback, register_objective, register_regularizer
+from ..attacks import Attack, attack_batches, evaluate, model_device, predict
+from ..data import load_dataset
+from ..zoo import cached_result, get as zoo_get
 from ..claims import register_paper
 
 # %% auto #0
-__all__ = ['PAPER', 'FOUR_SHAPES', 'FOUR_SHAPES_DEFAULT_PER_CLASS', 'FOUR_SHAPES_INFO', 'PAPER_B_LOSSES', 'TABLE1_ATTACKS',
-           'LOSS_COLOURS', 'kernel_roughness', 'smooth_kernel_penalty', 'conv_kernels', 'smooth_kernel_regularizer',
-           'kl_logit_pairing_loss', 'kl_logit_pairing_objective', 'render_shape', 'make_four_shapes', 'paper_b_specs',
-           'paper_b_plan', 'fgsm_search', 'pgd_search', 'foolbox_default_attacks', 'perturbation_sizes',
-           'attack_record', 'robust_per_image', 'accuracy_at', 'correct_per_image', 'accuracy_curve',
-           'accuracy_curve_panel', 'cached_attack_records', 'ResNet50', 'resnet50', 'high_frequency_fraction',
-           'kernel_spectrum', 'activation_maximisation', 'image_correlation', 'class_means', 'two_way_mean_se',
-           'most_deceptive']
+__all__ = ['PAPER', 'FOUR_SHAPES', 'FOUR_SHAPES_DEFAULT_PER_CLASS', 'FOUR_SHAPES_INFO', 'PAPER_B_LOSSES', 'PAPER_B_LAMBDAS',
+           'PAPER_B_GAMMAS', 'PAPER_B_FIXED_LAMBDA', 'TABLE1_ATTACKS', 'LOSS_COLOURS', 'kernel_roughness',
+           'smooth_kernel_penalty', 'conv_kernels', 'smooth_kernel_regularizer', 'named_conv_kernels',
+           'smooth_kernel_weight', 'PenaltyGradientRatio', 'kl_logit_pairing_loss', 'kl_logit_pairing_objective',
+           'render_shape', 'make_four_shapes', 'paper_b_specs', 'paper_b_plan', 'paper_b_candidates', 'paper_b_grid',
+           'validation_split', 'validation_record', 'validation_score', 'best_on_validation', 'select_hyperparameters',
+           'paper_b_tuned', 'lambda_curve_panel', 'fgsm_search', 'pgd_search', 'foolbox_default_attacks',
+           'perturbation_sizes', 'attack_record', 'robust_per_image', 'accuracy_at', 'correct_per_image',
+           'accuracy_curve', 'accuracy_curve_panel', 'cached_attack_records', 'ResNet50', 'resnet50',
+           'high_frequency_fraction', 'kernel_spectrum', 'activation_maximisation', 'image_correlation', 'class_means',
+           'two_way_mean_se', 'most_deceptive']
 
 # %% ../../nbs/b1_smooth_kernels.ipynb #c299fd4c
 PAPER = register_paper("B", "Smooth kernels improve adversarial robustness")  # the report site's page for this paper is titled so
@@ -71,6 +75,50 @@ def conv_kernels(model: nn.Module) -> list[torch.Tensor]:
 def smooth_kernel_regularizer(model: nn.Module, x=None, y=None, neighbourhood: int = 4) -> torch.Tensor:
     "Paper B's R summed over every convolution layer; add it to any objective as `('smooth_kernel', {'lam': λ})`."
     return sum(smooth_kernel_penalty(w, neighbourhood) for w in conv_kernels(model))
+
+# %% ../../nbs/b1_smooth_kernels.ipynb #d15a41ce
+def named_conv_kernels(model: nn.Module) -> dict[str, torch.Tensor]:
+    "`conv_kernels` by layer name: the weight of every `nn.Conv2d` whose kernel has more than one spatial entry."
+    return {n: m.weight for n, m in model.named_modules()
+            if isinstance(m, nn.Conv2d) and m.weight.shape[-1] * m.weight.shape[-2] > 1}
+
+
+def smooth_kernel_weight(spec: TrainSpec) -> tuple[float, dict]:
+    "(λ, its other kwargs) of `spec`'s smooth_kernel regulariser; (0, {}) when it has none."
+    for name, kw in spec.regularizers:
+        if name == "smooth_kernel":
+            kw = dict(kw)
+            return float(kw.pop("lam", 1.0)), kw
+    return 0.0, {}
+
+
+@register_callback("penalty_gradient_ratio")
+class PenaltyGradientRatio(Callback):
+    """Per penalised convolution layer, the epoch means of ‖∇(λR)‖ and ‖∇ℓ‖ (ℓ: the objective's loss) and their
+    ratio, written into the history row as `penalty_grad_<layer>`, `data_grad_<layer>` and `grad_ratio_<layer>`."""
+
+    def __init__(self):
+        self._penalty, self._sums, self._n = None, None, 0
+
+    def before_step(self, ctx) -> None:
+        lam, kw = smooth_kernel_weight(ctx.spec)
+        ws = list(named_conv_kernels(ctx.model).values())
+        with torch.enable_grad():
+            r = sum(smooth_kernel_penalty(w, **kw) for w in ws)
+            self._penalty = [lam * g for g in torch.autograd.grad(r, ws)]
+
+    def after_step(self, ctx) -> None:
+        ws = named_conv_kernels(ctx.model).values()  # .grad: the step's total gradient, λ∇R + ∇ℓ
+        norms = torch.stack([torch.stack([p.norm(), (w.grad - p).norm()]) for w, p in zip(ws, self._penalty)])
+        self._sums = norms if self._sums is None else self._sums + norms  # on the device: no read per step
+        self._n += 1
+
+    def after_epoch(self, ctx) -> None:
+        if self._n:
+            for name, (pen, data) in zip(named_conv_kernels(ctx.model), (self._sums / self._n).tolist()):
+                ctx.row.update({f"penalty_grad_{name}": pen, f"data_grad_{name}": data,
+                                f"grad_ratio_{name}": pen / data if data > 0 else math.inf})
+        self._sums, self._n = None, 0
 
 # %% ../../nbs/b1_smooth_kernels.ipynb #b579980f
 def kl_logit_pairing_loss(logits_adv: torch.Tensor, logits_clean: torch.Tensor, y: torch.Tensor,
@@ -161,7 +209,8 @@ def paper_b_specs(dataset: str, arch: str = "simple_cnn", arch_kwargs: dict | No
         specs[letter] = base.replace(objective=objective, objective_kwargs=kwargs[letter])
         for v, sign in (("R", 1.0), ("H", -1.0)):
             if v in variants:
-                specs[letter + v] = specs[letter].replace(regularizers=(("smooth_kernel", {"lam": sign * lam}),))
+                specs[letter + v] = specs[letter].replace(regularizers=(("smooth_kernel", {"lam": sign * lam}),),
+                                                          callbacks=(("penalty_gradient_ratio", {}),))
     return specs
 
 # %% ../../nbs/b1_smooth_kernels.ipynb #caff1f3c
@@ -170,6 +219,128 @@ def paper_b_plan(datasets, base: dict, dataset_eps: dict, overrides: dict | None
     configs = {ds: {**base, "eps": dataset_eps[DATASETS[ds].real_name], **(overrides or {}).get(ds, {})}
                for ds in datasets if ds in DATASETS}
     return configs, {ds: paper_b_specs(ds, variants="R", **c) for ds, c in configs.items()}
+
+# %% ../../nbs/b1_smooth_kernels.ipynb #c01e0b81
+PAPER_B_LAMBDAS = (0.01, 0.1, 1.0, 10.0, 100.0)  # §4's grids
+PAPER_B_GAMMAS = (0.1, 1.0, 10.0)
+PAPER_B_FIXED_LAMBDA = {"fourshapes": 100.0}  # §4.1: the shapes study states λ = ±100
+
+
+def paper_b_candidates(dataset: str, lams=PAPER_B_LAMBDAS, gammas=PAPER_B_GAMMAS, **config) -> dict[tuple, TrainSpec]:
+    "Every model the selection may train: (letter, γ, λ) -> spec; λ = 0 is the unregularised ?, γ is None for V and A."
+    config = {k: v for k, v in config.items() if k not in ("lam", "gamma", "variants")}
+    out = {}
+    for g in gammas:
+        for lam in lams:
+            specs = paper_b_specs(dataset, variants="R", gamma=float(g), lam=float(lam), **config)
+            for b in "VTAL":
+                key_g = float(g) if b in "TL" else None
+                out[(b, key_g, 0.0)], out[(b, key_g, float(lam))] = specs[b], specs[b + "R"]
+    return out
+
+
+def paper_b_grid(configs: dict, lams=PAPER_B_LAMBDAS, gammas=PAPER_B_GAMMAS) -> dict[str, dict]:
+    "`paper_b_candidates` of each data set of `configs` (from `paper_b_plan`); §4.1's shapes: their λ and γ only."
+    out = {}
+    for ds, c in configs.items():
+        fixed = DATASETS[ds].real_name in PAPER_B_FIXED_LAMBDA
+        ls, gs = ((PAPER_B_FIXED_LAMBDA[DATASETS[ds].real_name],), (c.get("gamma", 1.0),)) if fixed else (lams, gammas)
+        out[ds] = paper_b_candidates(ds, ls, gs, **c)
+    return out
+
+# %% ../../nbs/b1_smooth_kernels.ipynb #2e7f5d26
+def _image_key(img: torch.Tensor) -> bytes:
+    return img.contiguous().numpy().tobytes()
+
+
+def validation_split(spec: TrainSpec, n_per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+    "(x, y): up to `n_per_class` images per class of `spec`'s training split that its training subset does not hold."
+    if not spec.n_per_class:
+        raise ValueError(f"{spec.dataset}: the model trains on the whole training split, so none is left to validate on; "
+                         "give n_per_class below the class size")
+    used = load_dataset(spec.dataset, "train", n_per_class=spec.n_per_class, seed=spec.seed)
+    more = load_dataset(spec.dataset, "train", n_per_class=spec.n_per_class + int(n_per_class), seed=spec.seed)
+    seen = {_image_key(im) for im in used.x}
+    keep = torch.tensor([i for i, im in enumerate(more.x) if _image_key(im) not in seen], dtype=torch.long)
+    return more.x[keep].float().div(255), more.y[keep].clone()
+
+# %% ../../nbs/b1_smooth_kernels.ipynb #96b09b43
+def validation_record(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 10,
+                      fractions=(0.25, 0.5, 1.0), seed: int = 0) -> dict:
+    "Per example: `clean` (right on x) and, per ε = fraction·`eps`, right under ℓ∞ PGD (random start, step ε/4)."
+    atks = {f"pgd@{f:g}": Attack("pgd", norm="linf", eps=f * eps, alpha=f * eps / 4, steps=steps) for f in fractions}
+    ev = evaluate(model, x, y, atks, seed=seed)
+    return {"clean": ev.clean_correct.tolist(), **{k: ev.attacks[k].robust_correct.tolist() for k in atks}}
+
+
+def validation_score(rec: dict) -> float:
+    "The rule's score: the robust accuracy of `rec` averaged over its PGD budgets."
+    return float(np.mean([np.mean(v) for k, v in rec.items() if k != "clean"]))
+
+
+def best_on_validation(scores: dict):
+    "The key with the highest score; ties go to the smallest key (None, for a loss with no γ, counts as smallest)."
+    order = sorted(scores, key=lambda k: -math.inf if k is None else k)
+    return max(order, key=lambda k: scores[k])  # max keeps the first of equal scores
+
+
+def select_hyperparameters(keys, score) -> dict[str, tuple]:
+    """{letter: (γ, λ)} over candidate `keys` (letter, γ, λ): the γ of the best unregularised model (λ = 0), then the λ of
+    the best regularised one at that γ. `score(key)` is called only for the keys the rule looks at."""
+    keys, choice = list(keys), {}
+    for b in dict.fromkeys(k[0] for k in keys):
+        g = best_on_validation({k[1]: score(k) for k in keys if k[0] == b and k[2] == 0})
+        choice[b] = (g, best_on_validation({k[2]: score(k) for k in keys if k[0] == b and k[1] == g and k[2] != 0}))
+    return choice
+
+# %% ../../nbs/b1_smooth_kernels.ipynb #3a644e93
+def paper_b_tuned(candidates: dict[tuple, TrainSpec], n_val_per_class: int, eps: float, steps: int = 10,
+                  fractions=(0.25, 0.5, 1.0), seed: int = 0, cache_dir: Path | str | None = None) -> dict:
+    """The models Table 1 compares: {'specs': {b: spec, bR: spec}, 'choice': {b: (γ, λ)}, 'records': {(b, γ, λ):
+    validation_record}} of the candidates the rule scored (and so trained: ?R only at its loss's chosen γ); a data set
+    with one candidate per model (§4.1's shapes) is not scored."""
+    letters = list(dict.fromkeys(k[0] for k in candidates))
+    records = {}
+    if all(sum(k[0] == b for k in candidates) == 2 for b in letters):
+        choice = {b: next((g, lam) for (bb, g, lam) in candidates if bb == b and lam != 0) for b in letters}
+    else:
+        first = next(iter(candidates.values()))
+        x, y = validation_split(first, n_val_per_class)
+        key = {"validation": {"dataset": first.dataset, "train_n_per_class": first.n_per_class,
+                              "n_per_class": n_val_per_class, "seed": first.seed},
+               "eps": eps, "steps": steps, "fractions": list(fractions), "seed": seed}
+
+        def score(k):  # trains the candidate if it is not in the zoo yet
+            if k not in records:
+                s = candidates[k]
+                records[k] = cached_result(
+                    s, "paper_b_validation", key,
+                    lambda: validation_record(zoo_get(s, cache_dir=cache_dir), x, y, eps, steps, fractions, seed),
+                    code=(validation_split, validation_record, pgd), cache_dir=cache_dir)
+            return validation_score(records[k])
+        choice = select_hyperparameters(candidates, score)
+    specs = {}
+    for b, (g, lam) in choice.items():
+        specs[b], specs[b + "R"] = candidates[(b, g, 0.0)], candidates[(b, g, lam)]
+    return {"specs": specs, "choice": choice, "records": records}
+
+# %% ../../nbs/b1_smooth_kernels.ipynb #c918e6d1
+def lambda_curve_panel(ax, records: dict, letter: str, choice: tuple) -> None:
+    "Validation clean accuracy and score against λ for loss `letter` at its chosen γ (`choice` = (γ, λ)); λ = 0 as lines."
+    g, chosen = choice
+    rows = sorted((lam, r) for (b, gg, lam), r in records.items() if b == letter and gg == g)
+    for what, colour, f in (("clean", "tab:blue", lambda r: float(np.mean(r["clean"]))),
+                            ("PGD score", "tab:red", validation_score)):
+        base = [f(r) for lam, r in rows if lam == 0]
+        lams, vals = zip(*[(lam, f(r)) for lam, r in rows if lam != 0])
+        n = len(rows[0][1]["clean"])
+        se = [math.sqrt(max(v * (1 - v), 0) / n) for v in vals]
+        ax.errorbar(lams, vals, yerr=se, marker="o", color=colour, label=f"{what}, ?R", capsize=2, lw=1.2)
+        if base:
+            ax.axhline(base[0], ls="--", color=colour, lw=1, label=f"{what}, ? (λ = 0)")
+    ax.axvline(chosen, color="grey", lw=0.8, ls=":", label="chosen λ")
+    ax.set_xscale("log"); ax.set_xlabel("λ", fontsize=8); ax.set_ylabel("validation accuracy", fontsize=8)
+    ax.set_ylim(-0.02, 1.02)
 
 # %% ../../nbs/b1_smooth_kernels.ipynb #c0ec3d71
 @register_attack("fgsm_search", norm="linf")
