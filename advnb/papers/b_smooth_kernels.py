@@ -335,9 +335,9 @@ def lambda_curve_panel(ax, records: dict, letter: str, choice: tuple) -> None:
         lams, vals = zip(*[(lam, f(r)) for lam, r in rows if lam != 0])
         n = len(rows[0][1]["clean"])
         se = [math.sqrt(max(v * (1 - v), 0) / n) for v in vals]
-        ax.errorbar(lams, vals, yerr=se, marker="o", color=colour, label=f"{what}, ?R", capsize=2, lw=1.2)
+        ax.errorbar(lams, vals, yerr=se, marker="o", color=colour, label=f"{what}, {letter}R", capsize=2, lw=1.2)
         if base:
-            ax.axhline(base[0], ls="--", color=colour, lw=1, label=f"{what}, ? (λ = 0)")
+            ax.axhline(base[0], ls="--", color=colour, lw=1, label=f"{what}, {letter} (λ = 0)")
     ax.axvline(chosen, color="grey", lw=0.8, ls=":", label="chosen λ")
     ax.set_xscale("log"); ax.set_xlabel("λ", fontsize=8); ax.set_ylabel("validation accuracy", fontsize=8)
     ax.set_ylim(-0.02, 1.02)
