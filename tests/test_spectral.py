@@ -242,3 +242,22 @@ def test_error_gap_change_and_its_binomial_se():
     assert d == pytest.approx(-0.1)
     v = 0.1 * 0.9 / 100 + 0.3 * 0.7 / 50 + 0.2 * 0.8 / 100 + 0.3 * 0.7 / 50
     assert se == pytest.approx(v ** 0.5)
+
+
+def test_rms_about_zero_measures_concentration_around_zero_not_the_mean():
+    rms, se = S.rms_about_zero([3.0, -4.0, 0.0, 5.0, -0.0])
+    assert rms == pytest.approx(10 ** 0.5)
+    v2 = torch.tensor([9.0, 16.0, 0.0, 25.0, 0.0], dtype=torch.float64)
+    assert se == pytest.approx(float(v2.std()) / (2 * 10 ** 0.5 * 5 ** 0.5))
+    # a distribution shifted away from zero is less concentrated around zero, though its spread about the mean is equal
+    x = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    assert S.rms_about_zero(x + 3)[0] > S.rms_about_zero(x)[0] + 2
+    assert S.rms_about_zero([0.0, 0.0]) == (0.0, 0.0)
+
+
+def test_std_change_sums_and_magnitude_larger_by_hand():
+    d, i = S.std_change_sums([1.0, 0.5, 0.2, 0.3], [0.4, 0.7, 0.2, 0.1])
+    assert (d, i) == (pytest.approx(0.8), pytest.approx(0.2))  # falls 0.6 and 0.2; rises 0.2; one layer unchanged
+    assert S.magnitude_larger(3.7511, 0.4372) and S.magnitude_larger(4.7465, 0.4372)  # B.2's own ratios, 8.6 and 10.9
+    assert S.magnitude_larger(3.17, 1.0) and not S.magnitude_larger(3.16, 1.0)  # the boundary: √10 ≈ 3.1623
+    assert not S.magnitude_larger(0.6, 0.2)  # ratio 3

@@ -1,5 +1,6 @@
 """The quantities paper E measures on adversarially trained networks: every singular value of a convolution layer's
-linear operator (the FFT method of Sedghi, Gupta and Long), per-layer mean and spread of singular values, spectral
+linear operator (the paper does not say how it computed them; we use the FFT method of Sedghi, Gupta and Long,
+whom it cites for spectral normalisation), per-layer mean and spread of singular values, spectral
 normalisation as a training callback, margins and the estimated probability of the target class, the loss
 variation inside an L∞ ball, and robust accuracy on the clean-correct examples only. e2–e4 use them."""
 
@@ -25,9 +26,10 @@ from ..claims import register_paper
 # %% auto #0
 __all__ = ['PAPER', 'AR_STRENGTHS', 'conv_transfer', 'conv_singular_values', 'layer_singular_values', 'singular_value_stats',
            'clip_conv_singular_values', 'clip_linear_singular_values', 'SpectralNormalization', 'margins',
-           'target_probability', 'loss_variation', 'FixupBlock', 'FixupResNet', 'fixup_resnet', 'fixup_resnet56',
-           'fixup_resnet110', 'WRN50_2', 'wrn50_2', 'paper_e_specs', 'paper_e_data', 'paper_e_label',
-           'generalisation_record', 'cached_generalisation_record', 'gap_se', 'error_gap_change']
+           'target_probability', 'loss_variation', 'rms_about_zero', 'std_change_sums', 'magnitude_larger',
+           'FixupBlock', 'FixupResNet', 'fixup_resnet', 'fixup_resnet56', 'fixup_resnet110', 'WRN50_2', 'wrn50_2',
+           'paper_e_specs', 'paper_e_data', 'paper_e_label', 'generalisation_record', 'cached_generalisation_record',
+           'gap_se', 'error_gap_change']
 
 # %% ../../nbs/e1_spectral.ipynb #35a78982
 PAPER = register_paper("E", "Regularization of adversarial robustness")  # the report site's page for this paper is titled so
@@ -182,6 +184,24 @@ def loss_variation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
                         model, x, y, batch_size=batch_size, seed=seed)
     ce = lambda inp: F.cross_entropy(predict(model, inp, batch_size, logits=True), y.cpu(), reduction="none")
     return ce(xa) - ce(x)
+
+# %% ../../nbs/e1_spectral.ipynb #ccd2f1b2
+def rms_about_zero(values) -> tuple[float, float]:
+    "(root mean square of `values` about 0, its delta-method standard error sd(v²) / (2·RMS·√n))."
+    v2 = torch.as_tensor(values, dtype=torch.float64) ** 2
+    rms = float(v2.mean().sqrt())
+    return rms, float(v2.std() / (2 * rms * len(v2) ** 0.5)) if rms > 0 else 0.0
+
+# %% ../../nbs/e1_spectral.ipynb #e5801c9d
+def std_change_sums(std_weak, std_strong) -> tuple[float, float]:
+    "(D, I): summed decrease and summed increase of per-layer singular-value stds from the weak to the strong AR model."
+    d = torch.as_tensor(std_weak, dtype=torch.float64) - torch.as_tensor(std_strong, dtype=torch.float64)
+    return float(d[d > 0].sum()), float(-d[d < 0].sum())
+
+
+def magnitude_larger(a: float, b: float) -> bool:
+    "`a` is an order of magnitude larger than `b` by rounding: log10(a / b) ≥ 1/2, i.e. a ≥ √10·b (B.2's 8.6 passes)."
+    return bool(a >= 10 ** 0.5 * b)
 
 # %% ../../nbs/e1_spectral.ipynb #97603fc2
 class FixupBlock(nn.Module):
