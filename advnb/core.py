@@ -356,6 +356,13 @@ def _referenced(obj) -> list:
                     out += _referenced(f)
         return out
     g, out = getattr(obj, "__globals__", {}), []
+    held = [*(obj.__defaults__ or ()), *(obj.__kwdefaults__ or {}).values()]  # `def f(x, h=helper)` holds helper
+    for cell in obj.__closure__ or ():  # a function a factory returned holds what it closed over
+        try:
+            held.append(cell.cell_contents)
+        except ValueError:  # a cell not filled yet
+            pass
+    out += [v for v in held if inspect.isfunction(v) or inspect.isclass(v) or isinstance(v, functools.partial)]
     for code in _code_objects(obj.__code__):
         names = code.co_names
         mods = [importlib.import_module(n) for n in names if n == "advnb" or n.startswith("advnb.")]

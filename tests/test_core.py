@@ -258,3 +258,26 @@ def test_normalized_source_of_a_set_literal_is_the_same_in_every_process():
     outs = {subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
     assert len(outs) == 1
+
+
+@pytest.mark.parametrize("holder", [
+    "def f(xs): return [helper(x) for x in xs]",
+    "def f(xs): return sum(helper(x) for x in xs)",
+    "def f(xs): return {x: helper(x) for x in xs}",
+    "def f(xs): return list(map(lambda x: helper(x), xs))",
+    "def f(xs):\n    def g(x): return helper(x)\n    return [g(x) for x in xs]",
+    "def f(xs):\n    class K:\n        def m(self, x): return helper(x)\n    return [K().m(x) for x in xs]",
+    "def f(xs, h=helper): return [h(x) for x in xs]",
+    "def f(xs, *, h=helper): return [h(x) for x in xs]",
+    "import functools\ndef f(xs, h=functools.partial(helper)): return [h(x) for x in xs]",
+    "def make(h):\n    def f(xs): return [h(x) for x in xs]\n    return f\nf = make(helper)",
+])
+def test_code_fingerprint_follows_code_held_in_every_construct(holder):
+    "A helper reached only through a comprehension, a lambda, an inner function or class, a default or a closure."
+    ns = {"__name__": "__main__"}
+    exec("def helper(x): return x + 1\n" + holder, ns)
+    before = core.code_fingerprint(ns["f"])
+    exec("def helper(x): return x + 2", ns)
+    if "make(" in holder or "h=" in holder:  # the function object holds the old helper: build it again
+        exec(holder, ns)
+    assert core.code_fingerprint(ns["f"]) != before
