@@ -20,7 +20,7 @@ import torch
 from advnb import checkpoints as C
 from advnb import core, zoo
 from advnb.workflow import runner
-from advnb.train import NonFiniteLossError, TrainSpec, register_callback, Callback
+from advnb.train import NonFiniteLossError, TrainSpec, build_from_spec, register_callback, Callback
 from fault_tally import record
 from notebook_fixtures import make_notebook
 
@@ -159,8 +159,17 @@ def test_training_killed_resumes_to_the_same_weights(tmp_path, reference, where,
                        timeout=600, env={**os.environ, "ADVNB_DEVICE": "cpu",
                                          "OMP_NUM_THREADS": str(torch.get_num_threads())})  # as the reference's: bit-exact
     assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    d = zoo.spec_dir(SPEC, cache)
+    try:  # the epochs a sound resume state says were finished; without one, training starts over by design
+        done_before = C.check_resume(d, build_from_spec(SPEC))[1]["epoch"]
+    except (C.CorruptCheckpointError, KeyError):
+        done_before = 0
+    kept = {e: C.checkpoint_path(d, e).stat() for e in C.completed_epochs(d) if e <= done_before}
     assert settle(SPEC, cache, reference) == "recovered"
     assert not [p.name for p in zoo.spec_dir(SPEC, cache).glob(".*")], "temporary files left behind"
+    for e, st in kept.items():  # a resume: the epochs finished before the kill are not trained again
+        now = C.checkpoint_path(d, e).stat()
+        assert (now.st_ino, now.st_mtime_ns) == (st.st_ino, st.st_mtime_ns), f"epoch {e} was trained again"
 
 
 # ---------------------------------------------------------------------------------- NaN and what is "last good"
@@ -287,6 +296,18 @@ def test_interrupted_notebook_is_never_taken_for_ok(slow_project, sig):
     record("recovered")
 
 
+def _run_with_environment(project, env: dict, monkeypatch, capsys) -> tuple[int, str]:
+    "`advnb run --scale smoke` on `project` with the variables of `env` set: its exit code and what it wrote to stderr."
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    try:
+        rc = runner.main(["run", "--scale", "smoke", "--project", str(project), "--reports-dir", str(project / "reports")])
+    finally:
+        monkeypatch.undo()
+        core.get_settings(reload=True)
+    return rc, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("env,needle", [({"ADVNB_SCALE": "huge"}, "scale='huge' is not one of"),
                                         ({"ADVNB_DEVICE": "nonsense"}, "is not a torch device"),
                                         ({"ADVNB_DEVCE": "cpu"}, "ADVNB_DEVCE names no advnb setting; did you mean ADVNB_DEVICE"),
@@ -297,15 +318,7 @@ def test_interrupted_notebook_is_never_taken_for_ok(slow_project, sig):
 def test_settings_errors_are_one_line_and_exit_2(slow_project, env, needle, monkeypatch, capsys):
     if env.get("ADVNB_DEVICE") == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    try:
-        rc = runner.main(["run", "--scale", "smoke", "--project", str(slow_project), "--reports-dir",
-                          str(slow_project / "reports")])
-    finally:
-        monkeypatch.undo()
-        core.get_settings(reload=True)
-    err = capsys.readouterr().err
+    rc, err = _run_with_environment(slow_project, env, monkeypatch, capsys)
     assert rc == 2 and err.startswith("advnb: ") and needle in err and "Traceback" not in err, err
     assert not (slow_project / "reports" / "smoke" / ".state").exists()  # nothing ran
     record("clear stop")
@@ -759,14 +772,7 @@ def test_a_damaged_notebook_is_named_by_list_and_stops_run_with_one_line(labelle
 def test_a_malformed_settings_file_is_one_line_and_exit_2(slow_project, content, needle, monkeypatch, capsys):
     ini = slow_project / "bad.ini"
     ini.write_bytes(content)
-    monkeypatch.setenv("ADVNB_SETTINGS", str(ini))
-    try:
-        rc = runner.main(["run", "--scale", "smoke", "--project", str(slow_project), "--reports-dir",
-                          str(slow_project / "reports")])
-    finally:
-        monkeypatch.undo()
-        core.get_settings(reload=True)
-    err = capsys.readouterr().err
+    rc, err = _run_with_environment(slow_project, {"ADVNB_SETTINGS": str(ini)}, monkeypatch, capsys)
     assert rc == 2 and needle in err and "Traceback" not in err, err
     record("clear stop")
 
@@ -869,3 +875,12 @@ def test_a_run_fed_hostile_values_writes_only_under_the_reports_and_the_cache(tm
     outside = [p for p in written if not (p.is_relative_to(reports.resolve()) or p.is_relative_to(cache.resolve()))]
     assert outside == [] and not any(p.name.startswith("ESCAPED") for p in tmp_path.parent.iterdir())
     record("recovered")
+
+
+@pytest.mark.parametrize("value", ["true", "1.0", "'3'"])
+def test_a_value_of_another_type_than_the_declared_integer_is_refused(labelled_project, value, capsys):
+    (labelled_project / "params" / "smoke.yaml").write_text(f"a_first: {{seed: {value}}}\n")
+    assert runner.main(main_in(labelled_project, "run", "--scale", "smoke")) == 2
+    err = capsys.readouterr().err
+    assert "a_first: seed=" in err and "but the notebook's default 0 is a int" in err, err
+    record("clear stop")

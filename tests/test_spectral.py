@@ -261,3 +261,13 @@ def test_std_change_sums_and_magnitude_larger_by_hand():
     assert S.magnitude_larger(3.7511, 0.4372) and S.magnitude_larger(4.7465, 0.4372)  # B.2's own ratios, 8.6 and 10.9
     assert S.magnitude_larger(3.17, 1.0) and not S.magnitude_larger(3.16, 1.0)  # the boundary: √10 ≈ 3.1623
     assert not S.magnitude_larger(0.6, 0.2)  # ratio 3
+
+
+def test_each_layer_is_measured_at_the_size_of_its_input():
+    "A stride-2 layer's operator acts on its 8×8 input (16 frequencies of 2×2 phases), the next layer's on 4×4."
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1))
+    sv = S.layer_singular_values(net, torch.zeros(1, 2, 8, 8))
+    assert sv["0"].shape == (16 * 3,) and sv["2"].shape == (16 * 3,)
+    explicit = torch.linalg.svdvals(strided_conv_matrix(net[0].weight.detach(), 8, 2, 1)).sort().values[-48:]
+    assert torch.allclose(sv["0"].double().sort().values, explicit, rtol=1e-5, atol=1e-5)
