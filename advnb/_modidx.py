@@ -168,6 +168,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'advnb.data._Batch': ('data.html#_batch', 'advnb/data.py'),
                             'advnb.data._class_factors': ('data.html#_class_factors', 'advnb/data.py'),
                             'advnb.data._collate': ('data.html#_collate', 'advnb/data.py'),
+                            'advnb.data._decode_all': ('data.html#_decode_all', 'advnb/data.py'),
                             'advnb.data._key_to_params': ('data.html#_key_to_params', 'advnb/data.py'),
                             'advnb.data._load_real': ('data.html#_load_real', 'advnb/data.py'),
                             'advnb.data._load_restricted_imagenet': ('data.html#_load_restricted_imagenet', 'advnb/data.py'),

@@ -385,10 +385,22 @@ def _read_rgb(file: Path, size: tuple[int, int]) -> np.ndarray:
     except (OSError, Image.DecompressionBombError) as e:  # a header claiming billions of pixels is one of these
         raise OSError(f"{file.name}: {e}") from None
 
+
+def _decode_all(files: list[Path], read, shape: tuple, name: str, split: str, path: Path) -> np.ndarray:
+    "(N, H, W, 3) uint8: every file of `files` decoded by `read` on a thread pool; a damaged one names the data set."
+    from concurrent.futures import ThreadPoolExecutor
+    x = np.empty((len(files), *shape[1:], 3), dtype=np.uint8)
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:  # PIL decodes outside the GIL
+            for i, a in enumerate(pool.map(read, files)):
+                x[i] = a
+    except (OSError, ValueError) as e:  # unreadable, truncated, missing or wrongly sized images
+        raise DamagedDatasetError(name, split, path, f"{type(e).__name__}: {e}") from None
+    return x
+
 # %% ../nbs/01_data.ipynb #ed33638e
 def _load_tinyimagenet(split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     "uint8 images (N, 3, 64, 64) and int64 labels of Tiny-ImageNet's `split` (`test` is its labelled val/ folder)."
-    from concurrent.futures import ThreadPoolExecutor
     name, info = "tinyimagenet", TINYIMAGENET_INFO
     path = dataset_path(name, root)
     sub = path / ("train" if split == "train" else "val")
@@ -433,13 +445,7 @@ def _load_tinyimagenet(split: str, root: Path) -> tuple[torch.Tensor, torch.Tens
             labels.append(label[parts[1]])
     if not files:
         raise DamagedDatasetError(name, split, path, f"no images in {sub}")
-    x = np.empty((len(files), *info.shape[1:], 3), dtype=np.uint8)
-    try:
-        with ThreadPoolExecutor(max_workers=8) as pool:  # PIL decodes outside the GIL
-            for i, a in enumerate(pool.map(lambda f: _read_rgb(f, info.shape[1:]), files)):
-                x[i] = a
-    except (OSError, ValueError) as e:  # unreadable, truncated, missing or wrongly sized images
-        raise DamagedDatasetError(name, split, path, f"{type(e).__name__}: {e}") from None
+    x = _decode_all(files, lambda f: _read_rgb(f, info.shape[1:]), info.shape, name, split, path)
     return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels, dtype=torch.int64)
 
 # %% ../nbs/01_data.ipynb #e5a3000e
@@ -469,13 +475,12 @@ def _read_centre_crop(file: Path, size: int = 224, resize: int = 256) -> np.ndar
             im = im.resize((max(size, int(w * s)), max(size, int(h * s))), Image.BILINEAR)
             left, top = int(round((im.size[0] - size) / 2)), int(round((im.size[1] - size) / 2))
             return np.asarray(im.crop((left, top, left + size, top + size)))
-    except OSError as e:
+    except (OSError, Image.DecompressionBombError) as e:
         raise OSError(f"{file.name}: {e}") from None
 
 
 def _load_restricted_imagenet(split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     "uint8 images (N, 3, 224, 224) and super-class labels of Restricted ImageNet's `split` (`test`: ImageNet's val/)."
-    from concurrent.futures import ThreadPoolExecutor
     name, info = "restricted_imagenet", RESTRICTED_IMAGENET_INFO
     path = dataset_path(name, root)
     sub = path / ("train" if split == "train" else "val")
@@ -495,13 +500,7 @@ def _load_restricted_imagenet(split: str, root: Path) -> tuple[torch.Tensor, tor
     if not files:
         raise DamagedDatasetError(name, split, path, f"no images in the {sum(hi - lo + 1 for lo, hi in RESTRICTED_IMAGENET_RANGES)} "
                                   f"class folders of the nine ranges in {sub}")
-    x = np.empty((len(files), *info.shape[1:], 3), dtype=np.uint8)
-    try:
-        with ThreadPoolExecutor(max_workers=8) as pool:  # PIL decodes outside the GIL
-            for i, a in enumerate(pool.map(lambda f: _read_centre_crop(f, info.shape[1]), files)):
-                x[i] = a
-    except (OSError, ValueError) as e:
-        raise DamagedDatasetError(name, split, path, f"{type(e).__name__}: {e}") from None
+    x = _decode_all(files, lambda f: _read_centre_crop(f, info.shape[1]), info.shape, name, split, path)
     return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels, dtype=torch.int64)
 
 # %% ../nbs/01_data.ipynb #6ff44493

@@ -884,3 +884,14 @@ def test_a_value_of_another_type_than_the_declared_integer_is_refused(labelled_p
     err = capsys.readouterr().err
     assert "a_first: seed=" in err and "but the notebook's default 0 is a int" in err, err
     record("clear stop")
+
+
+def test_an_image_bomb_in_restricted_imagenet_is_named(tmp_path):
+    from advnb.data import DamagedDatasetError, load_dataset
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_data import _fake_imagenet
+    inet = _fake_imagenet(tmp_path)
+    _bomb(inet / "train" / "n00000151" / "img_151.JPEG")
+    with pytest.raises(DamagedDatasetError, match="img_151.JPEG: .*could be decompression bomb"):
+        load_dataset("restricted_imagenet", "train", root=tmp_path)
+    record("clear stop")
