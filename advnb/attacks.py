@@ -11,6 +11,7 @@ exactly as it found them."""
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -53,8 +54,16 @@ class Attack:
         unknown = set(hp) - set(params) - {"seed"}
         if unknown:
             raise AttackInputError(f"{name} takes no {sorted(unknown)}; its hyper-parameters: {sorted(set(params) - {'model', 'x', 'y'})}")
+        missing = [p for p, v in params.items() if v.default is inspect.Parameter.empty and p not in hp
+                   and p not in ("model", "x", "y", "eps", "norm", "seed") and v.kind is not v.VAR_KEYWORD]
+        if missing:  # caught here, not as a bare TypeError at the first batch
+            raise AttackInputError(f"{name} needs {', '.join(missing)}: e.g. Attack({name!r}, eps=..., "
+                                   + ", ".join(f"{m}=..." for m in missing) + ")")
         self.name, self.eps, self.hp = name, None if eps is None else check_eps(eps), hp
         self.norm = norm or (params["norm"].default if "norm" in params else fixed)
+        if self.norm == "linf" and self.eps is not None and self.eps >= 1:
+            warnings.warn(f"{name}: eps={self.eps:g} for images in [0, 1] is an L∞ ball that holds every image; "
+                          f"a budget on the 0-255 scale is {self.eps:g}/255 = {self.eps / 255:.4g}", stacklevel=2)
         self._kw = {**hp, **({"eps": self.eps} if "eps" in params else {}), **({"norm": self.norm} if "norm" in params else {})}
 
     def __call__(self, model, x, y, seed: int = 0) -> torch.Tensor:
@@ -123,6 +132,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dict |
         xb, yb = validate_inputs(model, x[s:s + batch_size].to(dev), y[s:s + batch_size].to(dev))
         with eval_mode(model), torch.no_grad():
             lc = check_logits(model(xb), xb, yb)
+        if i == 0 and len(lc) and bool(((lc >= 0) & (lc <= 1)).all()) and bool(((lc > 0) & (lc < 1)).any()) \
+                and torch.allclose(lc.sum(1), torch.ones_like(lc[:, 0]), atol=1e-4):  # a softmax (a one-hot toy is not)
+            warnings.warn("the model's outputs are probabilities (each row in [0, 1], summing to 1), where the losses and "
+                          "attacks expect logits: remove its final softmax", stacklevel=2)
         correct = lc.argmax(1) == yb
         cc.append(correct.cpu()); cl.append(F.cross_entropy(lc, yb, reduction="none").cpu())
         for k, atk in attacks.items():

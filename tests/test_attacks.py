@@ -1,5 +1,6 @@
 "Unit, known-answer, invariant and error tests for advnb.attacks (fast: synthetic data, tiny models)."
 import functools
+import warnings
 
 import pytest
 import torch
@@ -537,3 +538,24 @@ def test_evaluate_rejects_an_attack_that_changes_the_shape(trained):
     model, x, y = trained
     with pytest.raises(AttackInputError, match="returned shape"):
         evaluate(model, x[:8], y[:8], {"bad": lambda m, a, b, seed=0: a[:, :1]})
+
+
+def test_an_attack_is_checked_when_it_is_built():
+    "A missing hyper-parameter is named at once (not a TypeError at the first batch); a 0-255 budget and a softmax warn."
+    from advnb.attacks import evaluate
+    with pytest.raises(AttackInputError, match=r"pgd needs alpha, steps: e.g. Attack\('pgd', eps=\.\.\., alpha=\.\.\., steps=\.\.\.\)"):
+        Attack("pgd", eps=0.1)
+    with pytest.warns(UserWarning, match=r"eps=8 for images in \[0, 1\].*8/255 = 0.03137"):
+        Attack("pgd", eps=8, alpha=2, steps=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Attack("pgd", norm="l2", eps=1.5, alpha=0.5, steps=1)  # an L2 budget above 1 is ordinary
+        Attack("pgd", eps=8 / 255, alpha=2 / 255, steps=1)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    x, y = torch.rand(4, 3, 2, 2), torch.tensor([0, 1, 2, 0])
+    with pytest.warns(UserWarning, match="outputs are probabilities"):
+        evaluate(nn.Sequential(net, nn.Softmax(1)), x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate(net, x, y)  # logits: no warning
