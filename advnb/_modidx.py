@@ -66,6 +66,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'advnb.claims.Claim.__post_init__': ('claims.html#claim.__post_init__', 'advnb/claims.py'),
                               'advnb.claims._claims_file': ('claims.html#_claims_file', 'advnb/claims.py'),
                               'advnb.claims._read': ('claims.html#_read', 'advnb/claims.py'),
+                              'advnb.claims.above_chance': ('claims.html#above_chance', 'advnb/claims.py'),
                               'advnb.claims.accuracy_difference_se': ('claims.html#accuracy_difference_se', 'advnb/claims.py'),
                               'advnb.claims.across_seeds': ('claims.html#across_seeds', 'advnb/claims.py'),
                               'advnb.claims.all_hold': ('claims.html#all_hold', 'advnb/claims.py'),

@@ -26,8 +26,8 @@ from .registry import Registry
 # %% auto #0
 __all__ = ['PAPERS', 'RULE', 'ROUNDING', 'register_paper', 'Claim', 'record', 'forget_notebook', 'load_claims', 'verdict',
            'claims_table', 'claim_recorder', 'accuracy_difference_se', 'mean_accuracy_difference_se',
-           'paired_difference', 'mean_difference', 'exceeds', 'bootstrap_se', 'bootstrap_se_groups', 'compare',
-           'criterion_text', 'all_hold', 'split_variant', 'combined_verdict', 'across_seeds']
+           'paired_difference', 'mean_difference', 'exceeds', 'above_chance', 'bootstrap_se', 'bootstrap_se_groups',
+           'compare', 'criterion_text', 'all_hold', 'split_variant', 'combined_verdict', 'across_seeds']
 
 # %% ../nbs/04_claims.ipynb #ea7b8348
 PAPERS = Registry("paper", "register_paper")  # letter -> title
@@ -231,6 +231,13 @@ def exceeds(diff: float, se: float, z: float = 2.0) -> bool | None:
     if diff > bound:
         return True
     return False if diff < -bound else None
+
+# %% ../nbs/04_claims.ipynb #4f705122
+def above_chance(accuracy: float, n: int, num_classes: int) -> bool | None:
+    "The one rule on accuracy − 1/K, binomial SE √(p(1−p)/n): True above chance, False below, None within noise."
+    if n < 1:
+        return None
+    return exceeds(accuracy - 1 / num_classes, math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n))
 
 # %% ../nbs/04_claims.ipynb #eba7437b
 def bootstrap_se(statistic, *samples, n_boot: int = 1000, seed: int = 0) -> float:

@@ -104,3 +104,13 @@ def test_the_se_of_a_mean_of_accuracy_differences_adds_their_variances():
     assert claims.mean_accuracy_difference_se([(0.5, 100, 0.5)]) == pytest.approx(se(0.5, 100, 0.5))
     pairs = [(0.8, 100, 0.6), (0.3, 20, 0.1)]
     assert claims.mean_accuracy_difference_se(pairs) == pytest.approx((se(0.8, 100, 0.6) ** 2 + se(0.3, 20, 0.1) ** 2) ** 0.5 / 2)
+
+
+def test_above_chance_by_the_one_rule():
+    from advnb.claims import above_chance
+    assert above_chance(0.100, 10000, 10) is None  # at chance: nothing learned
+    assert above_chance(0.81, 10000, 10) is True
+    assert above_chance(0.05, 10000, 10) is False  # below chance beyond noise
+    assert above_chance(0.16, 100, 10) is None  # 0.06 above with an SE of 0.037: within noise
+    assert above_chance(0.2, 100, 10) is True  # 0.10 above, SE 0.04
+    assert above_chance(0.5, 0, 2) is None
