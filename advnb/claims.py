@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from filelock import FileLock
 
-from .core import SCALES, atomic_write_text, current_run, get_settings
+from .core import SCALES, atomic_write_text, current_run, get_settings, reports_folder
 from .registry import Registry
 
 # %% auto #0
@@ -78,7 +78,7 @@ def _claims_file(scale: str | None = None, reports_dir: Path | str | None = None
     if scale is None and reports_dir is None:
         return current_run().claims_file
     root = Path(reports_dir) if reports_dir is not None else get_settings().reports_dir
-    return root / (scale or current_run().scale) / "claims.jsonl"
+    return root / reports_folder(scale or current_run().scale) / "claims.jsonl"
 
 
 def _read(path: Path, unreadable: list | None = None) -> list[dict]:
@@ -117,7 +117,7 @@ def record(id: str, paper: str, section: str, statement: str, paper_value: Any, 
               our_value=our_value, holds=holds, criterion=criterion, scale=scale or run.scale, dataset=dataset,
               notebook=notebook or run.notebook + run.suffix, notes=notes,
               recorded_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    path = run.root.parent / c.scale / "claims.jsonl"
+    path = run.root.parent / reports_folder(c.scale) / "claims.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):  # several notebooks may record at once under `advnb run --jobs N`
         bad: list[str] = []

@@ -30,13 +30,13 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['SCALES', 'PRECISIONS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SETTINGS_SECTION', 'VARIANT_CHARS', 'VARIANT_MAX',
-           'SettingsError', 'Settings', 'find_settings_file', 'load_settings', 'get_settings', 'seed_everything',
-           'apply_torch_threads', 'torch_generator', 'get_device', 'mixed_precision', 'use_channels_last',
-           'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'canonical_json',
-           'content_hash', 'normalized_source', 'code_fingerprint', 'Run', 'variant_name', 'start_run', 'current_run',
-           'output_name', 'output_meta', 'save_figure', 'notebook_outputs', 'forget_outputs', 'markdown_table',
-           'save_table', 'progress']
+__all__ = ['SCALES', 'PRECISIONS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SETTINGS_SECTION', 'DRY_RUN_FOLDER', 'VARIANT_CHARS',
+           'VARIANT_MAX', 'SettingsError', 'Settings', 'find_settings_file', 'load_settings', 'get_settings',
+           'reports_folder', 'seed_everything', 'apply_torch_threads', 'torch_generator', 'get_device',
+           'mixed_precision', 'use_channels_last', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text',
+           'atomic_write_json', 'canonical_json', 'content_hash', 'normalized_source', 'code_fingerprint', 'Run',
+           'variant_name', 'start_run', 'current_run', 'output_name', 'output_meta', 'save_figure', 'notebook_outputs',
+           'forget_outputs', 'markdown_table', 'save_table', 'progress']
 
 # %% ../nbs/00_core.ipynb #6bd7579f
 SCALES = ("smoke", "quick", "paper")
@@ -63,6 +63,10 @@ class Settings:
     download: bool = False
     precision: str = "fp32"  # training arithmetic on CUDA: fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)
     channels_last: str = "auto"  # conv memory layout in training: auto (on CUDA) | true | false
+    dry_run: bool = False  # every data set a small synthetic look-alike, every model a few steps (`advnb run --dry-run`)
+    dry_run_images: int = 20  # a dry run's images per split (at least one per class)
+    dry_run_epochs: int = 2  # the epochs a dry run trains of any model, whatever its spec says
+    dry_run_steps: int = 1  # the optimiser steps per epoch a dry run takes
     source: str = "defaults"  # which settings.ini was read, if any (for display only)
 
 # %% ../nbs/00_core.ipynb #89d05644
@@ -85,10 +89,14 @@ def _convert(key: str, raw: str, origin: str, base: Path) -> Any:
         if v < 0:
             raise SettingsError(f"{origin}: {key}={v} must be 0 or more")
         return v
-    if key == "download":
+    if key in ("dry_run_images", "dry_run_epochs", "dry_run_steps"):
+        if not raw.isdigit() or int(raw) < 1:
+            raise SettingsError(f"{origin}: {key}={raw!r} must be a whole number of at least 1")
+        return int(raw)
+    if key in ("download", "dry_run"):
         if raw.lower() in _TRUE: return True
         if raw.lower() in _FALSE: return False
-        raise SettingsError(f"{origin}: download={raw!r} is not a boolean; use 1/0, true/false, yes/no")
+        raise SettingsError(f"{origin}: {key}={raw!r} is not a boolean; use 1/0, true/false, yes/no")
     if key == "precision":
         if raw not in PRECISIONS:
             raise SettingsError(f"{origin}: precision={raw!r} is not one of {', '.join(PRECISIONS)}")
@@ -136,6 +144,7 @@ def find_settings_file(environ: dict | None = None, start: Path | None = None) -
 
 # %% ../nbs/00_core.ipynb #69c1f31e
 _OTHER_VARIABLES = ("SETTINGS", "PLAIN_PROGRESS", "VARIANT")  # ADVNB_* variables that are not settings
+DRY_RUN_FOLDER = "dry-run"  # a dry run's cache, inside the cache_dir setting
 
 
 def _check_variable_names(environ, keys) -> None:
@@ -181,6 +190,8 @@ def load_settings(path: Path | str | None = None, environ: dict | None = None) -
     for k in ("data_root", "cache_dir", "reports_dir"):  # defaults are relative to the cwd
         if not getattr(s, k).is_absolute():
             s = replace(s, **{k: getattr(s, k).resolve()})
+    if s.dry_run and s.cache_dir.name != DRY_RUN_FOLDER:  # a dry run's models never mix with real ones
+        s = replace(s, cache_dir=s.cache_dir / DRY_RUN_FOLDER)
     return s
 
 # %% ../nbs/00_core.ipynb #d1a36428
@@ -193,6 +204,13 @@ def get_settings(reload: bool = False) -> Settings:
     if _settings is None or reload:
         _settings = load_settings()
     return _settings
+
+# %% ../nbs/00_core.ipynb #3b9618a1
+def reports_folder(scale: str) -> str:
+    "The folder, under the reports directory, of a run at `scale`: `<scale>`, or `<scale>-dry` in a dry run."
+    if scale not in SCALES:
+        raise SettingsError(f"scale={scale!r} is not one of {', '.join(SCALES)}")
+    return f"{scale}-dry" if get_settings().dry_run else scale
 
 # %% ../nbs/00_core.ipynb #8162b717
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -490,7 +508,7 @@ def start_run(notebook: str, scale: str = "smoke", seed: int = 0, reports_dir: P
     if not set(variant) <= VARIANT_CHARS:
         raise SettingsError(f"variant {variant!r} ({ENV_PREFIX}VARIANT) may hold only letters, digits and =,.-_+[] "
                             f"(it becomes part of file names); advnb run --set writes it so")
-    run = Run(notebook=notebook, scale=scale, seed=int(seed), root=(root / scale).resolve(), variant=variant)
+    run = Run(notebook=notebook, scale=scale, seed=int(seed), root=(root / reports_folder(scale)).resolve(), variant=variant)
     run.figures_dir.mkdir(parents=True, exist_ok=True)
     run.tables_dir.mkdir(parents=True, exist_ok=True)
     apply_torch_threads()
@@ -531,6 +549,9 @@ def save_figure(fig, name: str, paper: str | None = None, number: str | int | No
     the data set and the models from the run's parameters)."""
     run = run or current_run()
     stem = output_name(name, paper, number, "fig") + run.suffix
+    if get_settings().dry_run:  # a dry run's figure says so on its face
+        fig.text(0.5, 0.5, "DRY RUN", fontsize=48, color="#b00", alpha=0.3, ha="center", va="center", rotation=25,
+                 weight="bold")
     paths = []
     for ext in ("png", "pdf"):
         p = run.figures_dir / f"{stem}.{ext}"

@@ -32,7 +32,7 @@ __all__ = ['SYNTHETIC_PREFIX', 'CIFAR10_CLASSES', 'CIFAR100_CLASSES', 'MNIST_CLA
            'synthetic_class_names', 'augmentation_policy', 'crop_flip', 'ImageTensorDataset', 'MissingDatasetError',
            'DamagedDatasetError', 'dataset_path', 'tinyimagenet_classes', 'restricted_imagenet_label', 'derive_seed',
            'render_synthetic', 'make_synthetic', 'register_dataset', 'dataset_info', 'dataset_generator',
-           'load_dataset', 'subset', 'KeyedSampler', 'make_loader', 'take']
+           'dry_run_per_class', 'load_dataset', 'subset', 'KeyedSampler', 'make_loader', 'take']
 
 # %% ../nbs/01_data.ipynb #2efa7e93
 @dataclass(frozen=True)
@@ -590,12 +590,14 @@ _SYN_CACHE_SIZE = 8
 _CHUNK_PIXELS = 2**19  # render about this many pixels per image plane at a time (keeps temporaries in cache)
 
 
-def make_synthetic(name: str, split: str = "train", n_per_class: int | None = None, seed: int = 0):
-    "uint8 images (N, C, H, W) and int64 labels of synthetic dataset `name`: rounds 0..n-1 of one image per class."
-    info = DATASETS[name]
+def make_synthetic(name: str, split: str = "train", n_per_class: int | None = None, seed: int = 0,
+                   info: DatasetInfo | None = None):
+    """uint8 images (N, C, H, W) and int64 labels of synthetic dataset `name`: rounds 0..n-1 of one image per class.
+    `info` draws them at another data set's shape and class count (a dry run's look-alike of a real data set)."""
+    info = DATASETS[name] if info is None else info
     k = info.num_classes
     n = SYNTHETIC_DEFAULT_PER_CLASS[k][split] if n_per_class is None else int(n_per_class)
-    key = (name, split, n, int(seed))
+    key = (name, split, n, int(seed), tuple(info.shape), k)
     if key in _SYN_CACHE:
         _SYN_CACHE.move_to_end(key)
         return _SYN_CACHE[key]
@@ -636,6 +638,12 @@ def dataset_generator(name: str) -> Callable | None:
     "The function that makes the generated data set `name`, or None for a data set read from disk or synthetic."
     return DATASETS.info(name).get("generator")
 
+# %% ../nbs/01_data.ipynb #b2c71a8c
+def dry_run_per_class(info: DatasetInfo, n_per_class: int | None) -> int:
+    "Images per class of a dry run's split of `info` when `n_per_class` (None or 0: the whole split) are asked for."
+    cap = max(1, math.ceil(get_settings().dry_run_images / info.num_classes))
+    return min(cap, int(n_per_class)) if n_per_class else cap
+
 # %% ../nbs/01_data.ipynb #e57b048a
 SPLITS = ("train", "test")
 
@@ -646,6 +654,9 @@ def load_dataset(name: str, split: str = "train", root: Path | str | None = None
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     info = dataset_info(name)
+    if get_settings().dry_run:  # a small look-alike at the real shape, whatever the data set (advnb.core's dry runs)
+        x, y = make_synthetic(name, split, dry_run_per_class(info, n_per_class), seed, info)
+        return ImageTensorDataset(x, y, info, augment)
     make = make_synthetic if info.is_synthetic else dataset_generator(name)
     if make is not None:
         x, y = make(name, split, n_per_class, seed)

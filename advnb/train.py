@@ -36,7 +36,7 @@ __all__ = ['OBJECTIVES', 'REGULARIZERS', 'CALLBACKS', 'register_objective', 'get
            'READ_EVERY', 'ce_objective', 'pgd_at_objective', 'trades_kl', 'trades_objective', 'fgsm_at_objective',
            'TrainContext', 'Callback', 'TrainSpec', 'default_precision', 'eval_attack_of', 'spec_fingerprint', 'lr_at',
            'build_from_spec', 'make_optimizer', 'make_callbacks', 'train_data', 'hold_on_device', 'eval_data',
-           'training_loss', 'NonFiniteLossError', 'EpochSums', 'train']
+           'training_loss', 'NonFiniteLossError', 'EpochSums', 'trained_epochs', 'train']
 
 # %% ../nbs/05_training.ipynb #1b0c932c
 OBJECTIVES = Registry("training objective", "register_objective")
@@ -370,6 +370,8 @@ def _train_epoch(spec, model, opt, scaler, callbacks, train_ds, epoch, steps_per
     model.train()
     bar = progress(loader, desc=f"epoch {epoch + 1}/{spec.epochs}", leave=False, disable=not show_progress)
     for i, (x, y) in enumerate(bar):
+        if i == steps_per_epoch:  # a dry run's few steps
+            break
         step, lr = epoch * steps_per_epoch + i, lr_at(spec, epoch + i / steps_per_epoch)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -415,6 +417,12 @@ def _restore(spec, out_dir, model, opt, scaler, callbacks, device, resume: bool)
         scaler.load_state_dict(meta["grad_scaler"])
     return meta["epoch"], meta["history"]
 
+# %% ../nbs/05_training.ipynb #4eed82c9
+def trained_epochs(spec: TrainSpec) -> int:
+    "The epochs `train` runs of `spec`: all of them, or the first `dry_run_epochs` in a dry run."
+    s = get_settings()
+    return min(spec.epochs, s.dry_run_epochs) if s.dry_run else spec.epochs
+
 # %% ../nbs/05_training.ipynb #fdc0477b
 def train(spec: TrainSpec, out_dir: Path | str, device=None, resume: bool = True,
           show_progress: bool = True, stop_after_epoch: int | None = None) -> tuple[nn.Module, list[dict]]:
@@ -435,10 +443,13 @@ def train(spec: TrainSpec, out_dir: Path | str, device=None, resume: bool = True
     if start and start not in completed_epochs(out_dir):  # the epoch's checkpoint was lost: the resume state has it
         save_model(model, checkpoint_path(out_dir, start), {**_meta(spec, start), "history": history})
     steps_per_epoch = math.ceil(len(train_ds) / spec.batch_size)
+    if get_settings().dry_run:
+        steps_per_epoch = min(steps_per_epoch, get_settings().dry_run_steps)
     if spec.checkpoint_every and start == 0:
         save_model(model, step_path(out_dir, 0), _meta(spec, 0, 0))
     atk = eval_attack_of(spec)
-    for epoch in range(start, spec.epochs if stop_after_epoch is None else min(spec.epochs, stop_after_epoch)):
+    epochs = trained_epochs(spec)
+    for epoch in range(start, epochs if stop_after_epoch is None else min(epochs, stop_after_epoch)):
         t0 = time.time()
         row = _train_epoch(spec, model, opt, scaler, callbacks, train_ds, epoch, steps_per_epoch, history, out_dir,
                            show_progress)

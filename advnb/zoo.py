@@ -22,7 +22,7 @@ from .checkpoints import (CorruptCheckpointError, checkpoint_path, completed_epo
                                check_resume, discard_from, first_unsound, load_model_state, remove_temp_files,
                                step_path)
 from .core import atomic_write_json, code_fingerprint, content_hash, get_device, get_settings
-from .train import TrainSpec, build_from_spec, train
+from .train import TrainSpec, build_from_spec, train, trained_epochs
 
 # %% auto #0
 __all__ = ['LOCK_POLL_S', 'zoo_dir', 'spec_dir', 'is_trained', 'model_lock', 'get', 'history', 'checkpoint_epochs',
@@ -140,8 +140,8 @@ def _read_done(spec: TrainSpec, d: Path) -> dict | None:
         return None
     try:
         done = json.loads(p.read_text())
-        if int(done["epochs"]) != spec.epochs or done.get("spec_key", spec.key) != spec.key:
-            raise ValueError(f"it records {done['epochs']} epochs of spec {done.get('spec_key')}, not {spec.epochs} of "
+        if int(done["epochs"]) != trained_epochs(spec) or done.get("spec_key", spec.key) != spec.key:
+            raise ValueError(f"it records {done['epochs']} epochs of spec {done.get('spec_key')}, not {trained_epochs(spec)} of "
                              f"{spec.key}")
         return done
     except (ValueError, KeyError, TypeError) as e:
@@ -158,7 +158,8 @@ def _get_locked(spec, d, device, train_if_missing, show_progress, verify=False):
     if done is not None:
         model = build_from_spec(spec)
         try:
-            load_model_state(model, checkpoint_path(d, spec.epochs), expect={"spec_key": spec.key, "epoch": spec.epochs})
+            last = trained_epochs(spec)
+            load_model_state(model, checkpoint_path(d, last), expect={"spec_key": spec.key, "epoch": last})
             return model.to(device).eval()
         except CorruptCheckpointError as e:
             print(f"zoo: {e}; repairing {spec.name} from its resume state, or retraining what is lost")
@@ -168,7 +169,7 @@ def _get_locked(spec, d, device, train_if_missing, show_progress, verify=False):
     if not (d / "resume.json").exists() and (completed_epochs(d) or completed_steps(d)):
         discard_from(d, 1, 0)  # checkpoints without resume state cannot be continued exactly: start over
     model, history = train(spec, d, device=device, resume=True, show_progress=show_progress)
-    atomic_write_json(d / "done.json", {"spec": spec.to_dict(), "spec_key": spec.key, "epochs": spec.epochs,
+    atomic_write_json(d / "done.json", {"spec": spec.to_dict(), "spec_key": spec.key, "epochs": trained_epochs(spec),
                                         "history": history})
     return model.eval()
 
@@ -200,6 +201,8 @@ def load_checkpoint(spec: TrainSpec, *, epoch: int | None = None, step: int | No
     "The model of `spec` after `epoch` (1-based) or after optimiser `step` (0: initial weights), in eval mode."
     if (epoch is None) == (step is None):
         raise ValueError("give exactly one of epoch= or step=")
+    if epoch is not None and get_settings().dry_run:  # a dry run trained the first epochs only: the last stands for later ones
+        epoch = min(epoch, trained_epochs(spec))
     d = spec_dir(spec, cache_dir)
     path, what = (checkpoint_path(d, epoch), f"epoch {epoch}") if step is None else (step_path(d, step), f"step {step}")
     model = build_from_spec(spec)

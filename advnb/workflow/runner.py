@@ -26,7 +26,7 @@ from pathlib import Path
 import advnb
 from ..claims import forget_notebook
 from ..core import (SCALES, SettingsError, atomic_write_json, atomic_write_text, content_hash, find_settings_file,
-                        forget_outputs, get_device, get_settings, notebook_outputs, variant_name)
+                        forget_outputs, get_device, get_settings, notebook_outputs, reports_folder, variant_name)
 from .plan import PlanError, plan, plan_markdown
 from .project import (RunnerError, expand_grid, find_project, is_report, last_state, list_notebooks,
                                     load_param_sets, notebook_parameters, parse_overrides, select_notebooks, state_path,
@@ -87,7 +87,7 @@ def run_notebook(path: Path, scale: str, params: dict, reports_root: Path, kerne
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     path, reports_root = Path(path), Path(reports_root)
-    reports = reports_root / scale
+    reports = reports_root / reports_folder(scale)
     reports.mkdir(parents=True, exist_ok=True)
     stem = path.stem + (f"@{variant}" if variant else "")
     out_nb, out_html = reports / f"{stem}.ipynb", reports / f"{stem}.html"
@@ -146,7 +146,7 @@ def _esc(v) -> str:
 # %% ../../nbs/07_runner.ipynb #8fa76b68
 def build_index(reports_root: Path, scale: str, notebooks: list[Path] | None = None) -> Path:
     "Write the site of `reports_root/<scale>/` (`advnb.workflow.site.build_site`: index, paper pages, claims) and return the index's path."
-    reports = Path(reports_root) / scale
+    reports = Path(reports_root) / reports_folder(scale)
     stems = [p.stem for p in notebooks] if notebooks else sorted(p.stem for p in reports.glob("*.ipynb") if "@" not in p.stem)
     stems = [v for s in stems for v in [s, *sorted(p.stem for p in reports.glob(f"{glob.escape(s)}@*.ipynb"))]]  # variants
     return build_site(reports_root, scale, stems)
@@ -264,7 +264,7 @@ def _run_one(args):
     "Run one notebook, its state file saying `running` until it ends (so a killed run is never taken for ok)."
     path, scale, params, reports_root, fingerprint, *rest = args
     variant = rest[0] if rest else ""
-    state_file = state_path(Path(reports_root) / scale, Path(path).stem + (f"@{variant}" if variant else ""))
+    state_file = state_path(Path(reports_root) / reports_folder(scale), Path(path).stem + (f"@{variant}" if variant else ""))
     atomic_write_json(state_file, {"notebook": Path(path).name, "scale": scale, "params": params, "status": "running",
                                    "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
     try:
@@ -297,6 +297,8 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
     param_sets = load_param_sets(project, scale)
     validate_param_sets(param_sets, notebooks, scale)
     selected = select_notebooks(notebooks, names or [])
+    if get_settings().dry_run and not names:  # the others run at their defaults at every scale: the tests cover them
+        selected = [nb for nb in selected if nb.stem in param_sets or is_report(nb)]
     variant = variant_name(overrides) if overrides else ""
     if overrides:
         selected = [nb for nb in selected if not is_report(nb)]
@@ -304,7 +306,7 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
             raise RunnerError("--set changes parameters of the notebooks you name: add them (advnb list shows each "
                               "notebook's parameters)")
         validate_param_sets({nb.stem: overrides for nb in selected}, notebooks, f"{scale} (--set)")
-    reports = reports_root / scale
+    reports = reports_root / reports_folder(scale)
     get_device()  # ADVNB_DEVICE=cuda on a machine without CUDA stops here, not in every notebook
     try:
         reports.mkdir(parents=True, exist_ok=True)
@@ -335,7 +337,8 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
                 if due(nb, fp, name):
                     todo.append((nb, scale, params, reports_root, fp, name))
     how = f"jobs={jobs}" if executor == "local" else f"executor={executor}"
-    log(f"advnb run: scale={scale}, {len(todo)} notebook(s) to run, {how}, reports in {reports}")
+    dry = " (dry run: look-alike data, a few steps per model)" if get_settings().dry_run else ""
+    log(f"advnb run: scale={scale}{dry}, {len(todo)} notebook(s) to run, {how}, reports in {reports}")
     failed, done, t_start = [], [], time.time()
     def report(state):
         stem = Path(state["notebook"]).stem + (f"@{state['variant']}" if state.get("variant") else "")
@@ -442,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--scale", choices=SCALES, default=None, help="parameter set (default: the `scale` setting)")
     r.add_argument("--jobs", type=_count(1), default=1, help="notebooks run in parallel")
     r.add_argument("--force", action="store_true", help="run even when unchanged since the last successful run")
+    r.add_argument("--dry-run", action="store_true",
+                   help="the scale's settings on synthetic look-alike data, every model a few steps (the dry_run_* "
+                        "settings), to reports/<scale>-dry/ and <cache>/dry-run/: checks that a run works before it "
+                        "costs; without names, the notebooks params/<scale>.yaml configures")
     r.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
                    help="override a parameter of the named notebooks (a YAML value; repeatable); the run is rendered "
                         "beside the scale's own as <notebook>@<NAME=VALUE,...>, its claims and figures tagged the same")
@@ -469,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         if p.prog.endswith("report"):
             p.add_argument("--scale", choices=SCALES, default=None)
     a = ap.parse_args(argv)
+    if getattr(a, "dry_run", False) and a.cmd == "run":
+        os.environ["ADVNB_DRY_RUN"] = "1"  # this process, its site and every kernel it starts
     try:
         get_settings(reload=True)  # the environment of this command, read (and checked) before anything runs
         if a.cmd == "run":

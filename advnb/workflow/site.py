@@ -26,15 +26,15 @@ from markupsafe import Markup, escape
 
 import advnb
 from ..claims import PAPERS, load_claims, verdict
-from ..core import SCALES, atomic_write_text
+from ..core import SCALES, atomic_write_text, get_settings, reports_folder
 from ..registry import load_plugins
 from .project import MODELS_TAG, last_state
 
 # %% auto #0
-__all__ = ['MATHJAX_URL', 'LEFTOVER_AGE_S', 'TEMPLATE_DIR', 'VERDICTS', 'mathjax_source', 'install_mathjax', 'remove_leftovers',
-           'notebook_html', 'remote_resources', 'parse_output_name', 'run_parameters', 'model_parameter_names',
-           'is_dataset_parameter', 'describe_run', 'outputs', 'paper_titles', 'scales_run', 'claim_rows',
-           'format_value', 'site_environment', 'table_html', 'build_site']
+__all__ = ['MATHJAX_URL', 'LEFTOVER_AGE_S', 'TEMPLATE_DIR', 'DRY_RUN_BANNER', 'VERDICTS', 'mathjax_source', 'install_mathjax',
+           'remove_leftovers', 'notebook_html', 'remote_resources', 'parse_output_name', 'run_parameters',
+           'model_parameter_names', 'is_dataset_parameter', 'describe_run', 'outputs', 'paper_titles', 'scales_run',
+           'claim_rows', 'format_value', 'site_environment', 'table_html', 'build_site']
 
 # %% ../../nbs/09_site.ipynb #0fe5ccc9
 MATHJAX_URL = "_static/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"  # relative to reports/<scale>/
@@ -89,6 +89,11 @@ def remove_leftovers(reports: Path, older_than_s: float = LEFTOVER_AGE_S) -> lis
 TEMPLATE_DIR = files("advnb.workflow") / "templates"  # package files: site/ (the pages' Jinja2 templates, the CSS), notebook/
 
 
+DRY_RUN_BANNER = ('<div style="background:#8a1c1c;color:#fff;padding:.6em 2em;font-weight:bold">DRY RUN: synthetic '
+                  'look-alike data, every model a few steps. It checks that the code runs at these settings; its '
+                  'numbers, figures and verdicts mean nothing.</div>')
+
+
 def notebook_html(ipynb: Path, mathjax_url: str = MATHJAX_URL) -> str:
     "An executed notebook as standalone HTML (images inline) that loads nothing from the network."
     import nbformat
@@ -98,6 +103,8 @@ def notebook_html(ipynb: Path, mathjax_url: str = MATHJAX_URL) -> str:
     exporter = HTMLExporter(template_name="lab", template_file="offline_notebook.html.j2", mathjax_url=mathjax_url,
                             extra_loaders=[jinja2.FileSystemLoader(str(TEMPLATE_DIR / "notebook"))])
     body, _ = exporter.from_notebook_node(nb)
+    if get_settings().dry_run:  # every page of a dry run says so
+        body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + DRY_RUN_BANNER, body, count=1)
     return body
 
 # %% ../../nbs/09_site.ipynb #9d40885f
@@ -243,7 +250,7 @@ def paper_titles() -> dict[str, str]:
 
 def scales_run(reports_root: Path) -> list[str]:
     "The scales with a claims ledger (in the order smoke, quick, paper)."
-    return [s for s in SCALES if (Path(reports_root) / s / "claims.jsonl").exists()]
+    return [s for s in SCALES if (Path(reports_root) / reports_folder(s) / "claims.jsonl").exists()]
 
 
 def claim_rows(reports_root: Path) -> list[dict]:
@@ -328,7 +335,7 @@ def build_site(reports_root: Path, scale: str, stems: list[str] | None = None) -
     """Write the site of `reports_root/<scale>/` (index, a page per paper, the claims page, MathJax) and return the
     index's path. `stems`: the notebooks to list (default: every rendered one, variants after their notebook)."""
     reports_root = Path(reports_root)
-    reports = reports_root / scale
+    reports = reports_root / reports_folder(scale)
     reports.mkdir(parents=True, exist_ok=True)
     remove_leftovers(reports)
     install_mathjax(reports)
@@ -366,8 +373,9 @@ def build_site(reports_root: Path, scale: str, stems: list[str] | None = None) -
                        "tables": [t for t in tables if t["page"] == k]})
         groups[-1]["counts"] = _counts(c["verdict"] for c in groups[-1]["claims"])
     env = site_environment()
-    scales = [s for s in SCALES if s == scale or (reports_root / s / "index.html").exists()]  # sites to link to
+    scales = [s for s in SCALES if s == scale or (reports_root / reports_folder(s) / "index.html").exists()]  # to link to
     common = dict(css=Markup((TEMPLATE_DIR / "site" / "site.css").read_text()), scale=scale, scales=scales, verdicts=VERDICTS,
+                  folders={s: reports_folder(s) for s in scales}, dry=get_settings().dry_run,
                   pages=[{"href": g["href"], "short": g["short"].replace("Paper ", "")} for g in groups])
     status = {}
     for n in notebooks:

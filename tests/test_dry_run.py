@@ -1,0 +1,98 @@
+"""`advnb run --dry-run`: a scale's settings on synthetic look-alikes at the real shapes, every model a few steps, in
+folders of its own (issue 27)."""
+import json
+import math
+
+import pytest
+import torch
+import yaml
+
+from advnb import core, data, zoo
+from advnb.checkpoints import completed_steps
+from advnb.train import TrainSpec, trained_epochs
+from advnb.workflow import runner
+from notebook_fixtures import make_project
+
+
+@pytest.fixture
+def dry(monkeypatch, tmp_path):
+    "This process in a dry run, its cache under tmp_path."
+    monkeypatch.setenv("ADVNB_DRY_RUN", "1")
+    monkeypatch.setenv("ADVNB_CACHE_DIR", str(tmp_path / "cache"))
+    yield core.get_settings(reload=True)
+    monkeypatch.undo()
+    core.get_settings(reload=True)
+
+
+@pytest.mark.parametrize("name,shape,classes", [("cifar10", (3, 32, 32), 10), ("cifar100", (3, 32, 32), 100),
+                                                ("stl10", (3, 96, 96), 10), ("tinyimagenet", (3, 64, 64), 200),
+                                                ("restricted_imagenet", (3, 224, 224), 9), ("mnist", (1, 28, 28), 10)])
+def test_every_data_set_is_a_small_look_alike_at_its_real_shape(dry, name, shape, classes):
+    ds = data.load_dataset(name, "train")  # none of these is on this machine
+    per_class = max(1, math.ceil(dry.dry_run_images / classes))
+    assert tuple(ds.x.shape[1:]) == shape and ds.num_classes == classes and ds.info.name == name
+    assert ds.class_counts().tolist() == [per_class] * classes
+    assert len(data.load_dataset(name, "test", n_per_class=1)) == classes  # never more than the split asks for
+
+
+def test_a_model_trains_its_first_epochs_a_few_steps_each_in_the_dry_runs_own_cache(dry, tmp_path):
+    spec = TrainSpec(arch="simple_cnn", dataset="cifar10", epochs=5, batch_size=4, lr=0.01, checkpoint_every=1)
+    assert trained_epochs(spec) == dry.dry_run_epochs == 2
+    model = zoo.get(spec, device="cpu", show_progress=False)
+    d = zoo.spec_dir(spec)
+    assert d.parent.parent == tmp_path / "cache" / "dry-run"  # <cache>/dry-run/zoo/<model>
+    assert [r["epoch"] for r in zoo.history(spec)] == [1, 2]
+    assert completed_steps(d) == [0, 1, 2]  # 20 images at batch 4 are 5 steps an epoch; the dry run takes 1
+    later = zoo.load_epoch(spec, 5, device="cpu")  # the last epoch trained stands for the later ones
+    assert all(torch.equal(a, b) for a, b in zip(later.state_dict().values(), model.state_dict().values()))
+
+
+BODY = """import torch
+from advnb import zoo
+from advnb.core import start_run
+from advnb.data import load_dataset, take
+from advnb.train import TrainSpec
+start_run("net", scale=scale)
+spec = TrainSpec(arch=arch, dataset=dataset, arch_kwargs=arch_kwargs, epochs=epochs, batch_size=8)
+zoo.get(spec, device="cpu", show_progress=False)
+print("trained", spec.name)
+x, _ = take(load_dataset(dataset, "test"), 4)
+print("low-pass energy", (x * torch.ones(32, 32)).square().sum().item())  # written for 32x32 images"""
+
+
+@pytest.mark.parametrize("paper,needle", [({"arch_kwargs": {"widht": 64}}, "widht"),  # a wrong key
+                                          ({"dataset": "stl10"}, "must match the size")])  # a shape mismatch
+def test_a_spec_that_cannot_work_at_paper_scale_fails_the_dry_run_by_notebook_and_cell(tmp_path, monkeypatch, paper, needle):
+    project = make_project(tmp_path / "p", {"net": ('scale = "smoke"\narch = "simple_cnn"\ndataset = "synthetic-cifar10"\n'
+                                                    'arch_kwargs = {}\nepochs = 1', BODY)})
+    (project / "params" / "paper.yaml").write_text(yaml.safe_dump({"net": {"epochs": 100, **paper}}))
+    monkeypatch.setenv("ADVNB_CACHE_DIR", str(tmp_path / "cache"))
+    reports = project / "reports"
+    try:
+        rc = runner.main(["run", "--scale", "paper", "--dry-run", "--project", str(project), "--reports-dir", str(reports)])
+    finally:
+        monkeypatch.delenv("ADVNB_DRY_RUN", raising=False)
+        core.get_settings(reload=True)
+    assert rc == 1
+    state = json.loads((reports / "paper-dry" / ".state" / "net.json").read_text())
+    assert state["status"] == "failed" and state["failed_cell"] and needle in state["error"], state
+    assert "DRY RUN" in (reports / "paper-dry" / "net.html").read_text()
+    assert not (reports / "paper").exists() and sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["dry-run"]
+
+
+def test_the_same_notebook_runs_through_with_settings_that_work(tmp_path, monkeypatch):
+    project = make_project(tmp_path / "p", {"net": ('scale = "smoke"\narch = "simple_cnn"\ndataset = "synthetic-cifar10"\n'
+                                                    'arch_kwargs = {}\nepochs = 1', BODY)})
+    (project / "params" / "paper.yaml").write_text(yaml.safe_dump({"net": {"epochs": 100, "dataset": "cifar10"}}))
+    monkeypatch.setenv("ADVNB_CACHE_DIR", str(tmp_path / "cache"))
+    reports = project / "reports"
+    try:
+        rc = runner.main(["run", "--scale", "paper", "--dry-run", "--project", str(project), "--reports-dir", str(reports)])
+    finally:
+        monkeypatch.delenv("ADVNB_DRY_RUN", raising=False)
+        core.get_settings(reload=True)
+    assert rc == 0
+    page = (reports / "paper-dry" / "net.html").read_text()
+    assert "trained simple_cnn-cifar10" in page and "low-pass energy" in page
+    index = (reports / "paper-dry" / "index.html").read_text()
+    assert "DRY RUN" in index and "paper dry run" in index
