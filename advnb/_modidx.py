@@ -10,6 +10,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'advnb.attack_basics.cw_margin': ('attack_basics.html#cw_margin', 'advnb/attack_basics.py'),
                                      'advnb.attack_basics.eval_mode': ('attack_basics.html#eval_mode', 'advnb/attack_basics.py'),
                                      'advnb.attack_basics.flat_norm': ('attack_basics.html#flat_norm', 'advnb/attack_basics.py'),
+                                     'advnb.attack_basics.iterations': ('attack_basics.html#iterations', 'advnb/attack_basics.py'),
                                      'advnb.attack_basics.largest_other_logit': ( 'attack_basics.html#largest_other_logit',
                                                                                   'advnb/attack_basics.py'),
                                      'advnb.attack_basics.model_device': ('attack_basics.html#model_device', 'advnb/attack_basics.py'),

@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .core import get_settings
 from .registry import Registry
 
 # %% auto #0
-__all__ = ['ATTACKS', 'register_attack', 'AttackInputError', 'eval_mode', 'check_eps', 'check_count', 'validate_inputs',
-           'check_logits', 'flat_norm', 'perturbation_norm', 'model_device', 'per_example', 'largest_other_logit',
-           'cw_margin', 'attack_loss']
+__all__ = ['ATTACKS', 'register_attack', 'AttackInputError', 'eval_mode', 'check_eps', 'check_count', 'iterations',
+           'validate_inputs', 'check_logits', 'flat_norm', 'perturbation_norm', 'model_device', 'per_example',
+           'largest_other_logit', 'cw_margin', 'attack_loss']
 
 # %% ../nbs/03a_attack_basics.ipynb #df017c58
 class AttackInputError(ValueError):
@@ -65,6 +66,12 @@ def check_count(v, name: str, minimum: int = 1) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < minimum:
         raise AttackInputError(f"{name} must be an integer >= {minimum}, got {v!r}")
     return int(v)
+
+# %% ../nbs/03a_attack_basics.ipynb #5786015d
+def iterations(n: int) -> int:
+    "The iterations an attack's loop runs for `n` asked: `n`, or at most `dry_run_attack_steps` in a dry run."
+    s = get_settings()
+    return min(int(n), s.dry_run_attack_steps) if s.dry_run else int(n)
 
 # %% ../nbs/03a_attack_basics.ipynb #ebb19cd7
 def validate_inputs(model, x, y, eps=None, targeted: bool = False):

@@ -67,6 +67,7 @@ class Settings:
     dry_run_images: int = 20  # a dry run's images per split (at least one per class)
     dry_run_epochs: int = 2  # the epochs a dry run trains of any model, whatever its spec says
     dry_run_steps: int = 1  # the optimiser steps per epoch a dry run takes
+    dry_run_attack_steps: int = 3  # the iterations a dry run's attacks run at most (`advnb.attack_basics.iterations`)
     source: str = "defaults"  # which settings.ini was read, if any (for display only)
 
 # %% ../nbs/00_core.ipynb #89d05644
@@ -89,7 +90,7 @@ def _convert(key: str, raw: str, origin: str, base: Path) -> Any:
         if v < 0:
             raise SettingsError(f"{origin}: {key}={v} must be 0 or more")
         return v
-    if key in ("dry_run_images", "dry_run_epochs", "dry_run_steps"):
+    if key in ("dry_run_images", "dry_run_epochs", "dry_run_steps", "dry_run_attack_steps"):
         if not raw.isdigit() or int(raw) < 1:
             raise SettingsError(f"{origin}: {key}={raw!r} must be a whole number of at least 1")
         return int(raw)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attack_basics import (AttackInputError, attack_loss, check_count, check_eps, check_logits, eval_mode,
+from .attack_basics import (AttackInputError, iterations, attack_loss, check_count, check_eps, check_logits, eval_mode,
                                  flat_norm, per_example, perturbation_norm, register_attack, validate_inputs)
 from .core import torch_generator
 
@@ -109,7 +109,7 @@ def _pgd(model, x, y, eps, alpha, steps, norm, random_start, loss, kappa, target
     else:
         x_adv = x.clone()
     best_x = best_l = None
-    for step in range(steps + (1 if (best or tracker is not None) else 0)):
+    for step in range(iterations(steps) + (1 if (best or tracker is not None) else 0)):
         x_adv.requires_grad_(True)
         logits = model(x_adv)
         if step == 0 and check: check_logits(logits, x, y)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attack_basics import (AttackInputError, check_count, check_eps, check_logits, cw_margin,
+from .attack_basics import (AttackInputError, iterations, check_count, check_eps, check_logits, cw_margin,
                                  eval_mode, per_example, register_attack, validate_inputs)
 
 # %% auto #0
@@ -38,12 +38,12 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, c: float = 1.0, ka
         cc = torch.full((n,), c, device=x.device, dtype=x.dtype)
         best_n = torch.full((n,), float("inf"), device=x.device, dtype=x.dtype)
         best_x = x.clone()
-        for _ in range(binary_search_steps):
+        for _ in range(iterations(binary_search_steps)):
             w = w0.clone().requires_grad_(True)
             opt = torch.optim.Adam([w], lr=lr)
             found = torch.zeros(n, dtype=torch.bool, device=x.device)
             prev = float("inf")
-            for it in range(steps):
+            for it in range(iterations(steps)):
                 xa = (torch.tanh(w) + 1) / 2
                 logits = model(xa)
                 d2 = (xa - x).flatten(1).pow(2).sum(1)
@@ -106,7 +106,7 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str = "l2
         r_tot = torch.zeros_like(x)
         x_adv = x.clone()
         active = cand[:, 0] == y  # = correct (argmax == y); as topk's first, so `_candidate_grads` may skip it
-        for _ in range(steps):
+        for _ in range(iterations(steps)):
             if not bool(active.any()): break
             idx = active.nonzero().squeeze(1)
             xa = x_adv[idx].clone().requires_grad_(True)
@@ -179,7 +179,7 @@ def adef(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 50, si
         tau = torch.zeros(n, 2, *x.shape[2:], device=x.device, dtype=x.dtype)
         x_adv = x.clone()
         active = cand[:, 0] == y  # = correct (argmax == y); as topk's first, so `_candidate_grads` may skip it
-        for _ in range(steps):
+        for _ in range(iterations(steps)):
             if not bool(active.any()): break
             idx = active.nonzero().squeeze(1)
             xa = x_adv[idx].clone().requires_grad_(True)

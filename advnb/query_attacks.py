@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attack_basics import (AttackInputError, check_count, check_eps, check_logits, eval_mode, flat_norm,
+from .attack_basics import (AttackInputError, iterations, check_count, check_eps, check_logits, eval_mode, flat_norm,
                                  largest_other_logit, per_example, register_attack, validate_inputs)
 from .core import torch_generator
 
@@ -37,7 +37,7 @@ def salt_and_pepper(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: i
         pmax = torch.ones(n, device=x.device, dtype=x.dtype)
         stepsize = pmax / steps
         p = stepsize.clone()
-        for step in range(steps):
+        for step in range(iterations(steps)):
             u = torch.rand(shape, generator=gen, device=x.device, dtype=x.dtype)
             pv = per_example(p, x)
             xn = (x + (u >= 1 - pv / 2).to(x.dtype) - (u < pv / 2).to(x.dtype)).clamp_(0, 1)
@@ -80,7 +80,7 @@ def nattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, sigm
         mu = 0.001 * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
         result = x.clone()
         active = query(x).argmax(1) == y
-        for _ in range(iters):
+        for _ in range(iterations(iters)):
             idx = active.nonzero().squeeze(1)
             if len(idx) == 0: break
             xm = g(w[idx], x[idx], mu[idx])

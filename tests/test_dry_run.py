@@ -96,3 +96,36 @@ def test_the_same_notebook_runs_through_with_settings_that_work(tmp_path, monkey
     assert "trained simple_cnn-cifar10" in page and "low-pass energy" in page
     index = (reports / "paper-dry" / "index.html").read_text()
     assert "DRY RUN" in index and "paper dry run" in index
+
+
+class CountingLinear(torch.nn.Module):
+    """A linear classifier of 3×4×4 images that counts its forward passes; no image in [0, 1] moves it off class 0, so
+    no attack ends early."""
+    def __init__(self):
+        super().__init__()
+        self.fc, self.calls = torch.nn.Linear(48, 10), 0
+        torch.nn.init.normal_(self.fc.weight, std=1e-3, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            self.fc.bias.copy_(torch.arange(10, 0, -1.0))
+
+    def forward(self, x):
+        self.calls += 1
+        return self.fc(x.flatten(1))
+
+
+@pytest.mark.parametrize("name,hp", [("pgd", dict(eps=0.03, alpha=0.01, steps=200)), ("cw_l2", dict(steps=200)),
+                                     ("deepfool", dict(steps=200)), ("salt_and_pepper", dict(steps=200)),
+                                     ("nattack", dict(eps=0.03, iters=200, samples=4))])
+def test_an_attack_runs_at_most_dry_run_attack_steps_iterations_in_a_dry_run(monkeypatch, name, hp):
+    from advnb.attacks import Attack
+    x, y = torch.rand(4, 3, 4, 4), torch.zeros(4, dtype=torch.long)
+    calls = {}
+    for dry_run in ("0", "1"):
+        monkeypatch.setenv("ADVNB_DRY_RUN", dry_run)
+        core.get_settings(reload=True)
+        model = CountingLinear()
+        Attack(name, **hp)(model, x, y)
+        calls[dry_run] = model.calls
+    monkeypatch.undo()
+    core.get_settings(reload=True)
+    assert calls["1"] <= 3 * 3 + 3 < calls["0"], calls  # a few passes per iteration, at most 3 iterations

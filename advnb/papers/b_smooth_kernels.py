@@ -25,6 +25,7 @@ from ..data import DATASETS, DatasetInfo, derive_seed, register_dataset
 from ..models import FeatureMixin, check_in_shape, make_normalize, register_architecture
 from ..train import Callback, TrainSpec, register_callback, register_objective, register_regularizer
 from ..attacks import Attack, attack_batches, evaluate, model_device, predict
+from ..attack_basics import iterations
 from ..data import load_dataset
 from ..zoo import cached_result, get as zoo_get
 from ..claims import register_paper
@@ -352,7 +353,7 @@ def fgsm_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_eps: int =
     with eval_mode(model):
         sign = (fgsm(model, x, y, eps=1.0) - x).sign()  # the sign of the CE gradient (clipped where x is at 0 or 1)
         active = torch.ones(len(x), dtype=torch.bool, device=x.device)
-        for k in range(1, n_eps + 1):
+        for k in range(1, iterations(n_eps) + 1):
             if not active.any():
                 break
             idx = active.nonzero().squeeze(1)
@@ -516,7 +517,7 @@ def activation_maximisation(model: nn.Module, target: torch.Tensor | int, shape:
     g = torch_generator(seed)
     x = (0.5 + noise_std * torch.randn((len(target), *shape), generator=g)).clamp(0, 1).to(dev)
     with eval_mode(model):
-        for _ in range(steps):
+        for _ in range(iterations(steps)):
             x.requires_grad_(True)
             score = model(x).gather(1, target[:, None]).sum()
             grad, = torch.autograd.grad(score, x)
