@@ -68,11 +68,8 @@ def test_a_spec_that_cannot_work_at_paper_scale_fails_the_dry_run_by_notebook_an
     (project / "params" / "paper.yaml").write_text(yaml.safe_dump({"net": {"epochs": 100, **paper}}))
     monkeypatch.setenv("ADVNB_CACHE_DIR", str(tmp_path / "cache"))
     reports = project / "reports"
-    try:
-        rc = runner.main(["run", "--scale", "paper", "--dry-run", "--project", str(project), "--reports-dir", str(reports)])
-    finally:
-        monkeypatch.delenv("ADVNB_DRY_RUN", raising=False)
-        core.get_settings(reload=True)
+    rc = runner.main(["run", "--scale", "paper", "--dry-run", "--project", str(project), "--reports-dir", str(reports)])
+    assert not core.get_settings().dry_run  # main() leaves the process as it found it
     assert rc == 1
     state = json.loads((reports / "paper-dry" / ".state" / "net.json").read_text())
     assert state["status"] == "failed" and state["failed_cell"] and needle in state["error"], state
@@ -86,11 +83,8 @@ def test_the_same_notebook_runs_through_with_settings_that_work(tmp_path, monkey
     (project / "params" / "paper.yaml").write_text(yaml.safe_dump({"net": {"epochs": 100, "dataset": "cifar10"}}))
     monkeypatch.setenv("ADVNB_CACHE_DIR", str(tmp_path / "cache"))
     reports = project / "reports"
-    try:
-        rc = runner.main(["run", "--scale", "paper", "--dry-run", "--project", str(project), "--reports-dir", str(reports)])
-    finally:
-        monkeypatch.delenv("ADVNB_DRY_RUN", raising=False)
-        core.get_settings(reload=True)
+    rc = runner.main(["run", "--scale", "paper", "--dry-run", "--project", str(project), "--reports-dir", str(reports)])
+    assert not core.get_settings().dry_run  # main() leaves the process as it found it
     assert rc == 0
     page = (reports / "paper-dry" / "net.html").read_text()
     assert "trained simple_cnn-cifar10" in page and "low-pass energy" in page

@@ -476,8 +476,9 @@ def main(argv: list[str] | None = None) -> int:
         if p.prog.endswith("report"):
             p.add_argument("--scale", choices=SCALES, default=None)
     a = ap.parse_args(argv)
+    dry_before = os.environ.get("ADVNB_DRY_RUN")
     if getattr(a, "dry_run", False) and a.cmd == "run":
-        os.environ["ADVNB_DRY_RUN"] = "1"  # this process, its site and every kernel it starts
+        os.environ["ADVNB_DRY_RUN"] = "1"  # this process, its site and every kernel it starts (until main returns)
     try:
         get_settings(reload=True)  # the environment of this command, read (and checked) before anything runs
         if a.cmd == "run":
@@ -507,3 +508,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("advnb: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if os.environ.get("ADVNB_DRY_RUN") != dry_before:  # main() called in a process that goes on (a test, a script)
+            if dry_before is None:
+                os.environ.pop("ADVNB_DRY_RUN")
+            else:
+                os.environ["ADVNB_DRY_RUN"] = dry_before
+            get_settings(reload=True)
