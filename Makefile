@@ -57,7 +57,7 @@ bench: install
 bench-train: install
 	$(BIN)/python tools/bench_train.py
 
-## on a machine with CUDA: the CUDA tests, every notebook at smoke scale on the GPU, both benchmarks (gpu-check/)
+## on a machine with CUDA: the paper-scale dry run on the GPU (bf16), the plan, the CUDA tests, both benchmarks (gpu-check/)
 gpu-check: install
 	bash tools/gpu_check.sh
 
