@@ -110,3 +110,76 @@ def test_every_paper_notebook_that_uses_the_zoo_can_be_planned():
                 params = runner.load_param_sets(root, scale).get(nb.stem, {})
                 for p, _ in runner.expand_grid(params):
                     assert P.notebook_specs(nb, p, scale), f"{nb.name} at {scale}: no TrainSpec from its '{P.MODELS_TAG}' cells"
+
+
+@pytest.fixture
+def one_thread():
+    "The timing tests' own work on one thread (the machine is shared): both the plan's timing and the training use it."
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+SMALL = TrainSpec(arch="simple_cnn", dataset="synthetic-mnist", arch_kwargs=dict(width=8, hidden=64), batch_size=32,
+                  lr=0.05, milestones=())
+
+
+@pytest.mark.parametrize("spec", [
+    SMALL,  # plain SGD with momentum
+    pytest.param(SMALL.replace(objective="pgd_at", objective_kwargs=dict(eps=0.1, alpha=0.05, steps=2), optimizer="adam",
+                               lr=1e-3),
+                 marks=pytest.mark.xfail(strict=True, reason="measured 0.71 on the CPU: oneDNN's convolution backward of the "
+                                         "attack pads 8 channels to 16 in buffers of its own, which the estimate (tensors "
+                                         "autograd keeps) leaves out; at 16 and 32 channels it is 1.01-1.08")),
+    TrainSpec(arch="fixup_resnet", dataset="synthetic-mnist", arch_kwargs=dict(depth=8, width=1), batch_size=32, lr=0.05,
+              objective="pgd_at", objective_kwargs=dict(eps=0.1, alpha=0.05, steps=2)),
+], ids=["cnn-sgd", "cnn-pgd-adam", "fixup-pgd"])
+def test_memory_estimate_within_25_percent_of_a_measured_step(spec, one_thread):
+    """The estimate (saved-tensor bytes at batch 2 and 4, scaled) against the peak of real steps at the spec's batch,
+    measured by torch's allocator: CUDA's `max_memory_allocated` where CUDA is here, else the CPU allocator's running
+    total as the profiler reports it (tracemalloc does not see torch's allocations)."""
+    import torch
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    measured = P.measure_step(spec, device, steps=1)["peak bytes"]
+    estimate = P.estimate_memory(spec)["total"]
+    assert 0.75 <= estimate / measured <= 1.25, (estimate, measured)
+
+
+def test_plan_timing_of_a_tiny_model_within_1_5x_of_its_training(tmp_path, isolated_settings, one_thread):
+    """The plan's hours for a small PGD-AT model against its training by `advnb.train`: per epoch (training and the
+    per-epoch evaluation), the median of three epochs (the first one pays for warming up)."""
+    from advnb.train import train
+    spec = SMALL.replace(n_per_class=30, eval_n_per_class=5, epochs=3, objective="pgd_at",
+                         objective_kwargs=dict(eps=0.1, alpha=0.05, steps=2))
+    c = P.spec_cost(spec)
+    planned = (c["train passes"] + c["eval passes"]) * P.seconds_per_pass(spec, "cpu") / spec.epochs
+    _, history = train(spec, tmp_path / "run", device="cpu", show_progress=False)
+    measured = sorted(h["seconds"] for h in history)[1]
+    assert 1 / 1.5 <= planned / measured <= 1.5, (planned, measured)
+
+
+def test_a_model_that_does_not_fit_is_warned_about(tmp_path, isolated_settings, capsys):
+    proj = _project(tmp_path / "p", SPECS)
+    t = P.plan("smoke", project=proj, timing=False)
+    assert (t["peak GB"] > 0).all() and set(t["memory"]) == {"estimated"}
+    assert "⚠" not in P.plan_markdown(t, "smoke", memory_gb=1000)
+    text = P.plan_markdown(t, "smoke", memory_gb=1e-4)
+    assert text.count("⚠") == 2 and text.count("more than the 0.0001 GB of cpu") == 2 and "largest peak" in text
+    assert "simple_cnn-synthetic-mnist-pgd_at-" in text.split("⚠")[-1] + text.split("⚠")[-2]
+    near = P.plan_markdown(t, "smoke", memory_gb=t["peak GB"].max() / 0.9)  # fits, but an estimate can be a quarter low
+    assert near.count("may not fit") == 2 and "more than" not in near
+    assert runner.main(["plan", "--scale", "smoke", "--project", str(proj), "--no-timing", "--memory-gb", "0.0001"]) == 0
+    assert capsys.readouterr().out.count("⚠") == 2
+
+
+def test_a_cuda_plan_without_that_device_estimates_and_says_so(tmp_path, isolated_settings, capsys):
+    "cuda:99 is absent on any machine: no timing, the memory estimated, no memory size known unless given."
+    proj = _project(tmp_path / "p", SPECS)
+    assert runner.main(["plan", "--scale", "smoke", "--project", str(proj), "--device", "cuda:99"]) == 0
+    out = capsys.readouterr().out
+    assert "cuda:99 is not available on this machine: the hours are not timed and the peak memory is estimated" in out
+    assert "| estimated |" in out and "(not timed)" in out and "give `--memory-gb`" in out
+    assert runner.main(["plan", "--scale", "smoke", "--project", str(proj), "--device", "cuda:99", "--memory-gb", "80"]) == 0
+    assert "⚠" not in capsys.readouterr().out

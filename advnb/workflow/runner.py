@@ -460,12 +460,15 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--partition"); g.add_argument("--time", help="job time limit, e.g. 12:00:00")
     g.add_argument("--gpus-per-job", type=_count(0)); g.add_argument("--cpus-per-job", type=_count(1))
     g.add_argument("--mem-gb", type=_count(1)); g.add_argument("--account"); g.add_argument("--qos"); g.add_argument("--constraint")
-    pl = sub.add_parser("plan", help="the zoo models a run needs, their passes and estimated hours; trains nothing")
+    pl = sub.add_parser("plan", help="the zoo models a run needs, their passes, hours and peak memory; trains nothing")
     pl.add_argument("notebooks", nargs="*", help="notebook names (stems); default: all")
     pl.add_argument("--scale", choices=SCALES, default=None)
     pl.add_argument("--seeds", type=_seed_list, default=None, metavar="0,1,2")
     pl.add_argument("--no-timing", action="store_true", help="count passes only (no timing of the architectures)")
-    pl.add_argument("--device", default=None, help="where to time the passes (default: the `device` setting)")
+    pl.add_argument("--device", default=None, help="the device to plan for: its passes are timed and its memory measured "
+                    "where it is here, else the memory estimated (default: the `device` setting)")
+    pl.add_argument("--memory-gb", type=float, default=None,
+                    help="warn for models whose peak memory exceeds this many GB (default: the device's memory)")
     rk = sub.add_parser("rekey", help="rename cached zoo models to the keys the current code gives them "
                                       "(after a change that keeps behaviour); trains nothing")
     rk.add_argument("--dry-run", action="store_true", help="list what would be renamed; rename nothing")
@@ -494,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
                 table = plan(scale, a.notebooks, a.project, a.seeds, a.device, timing=not a.no_timing)
             except PlanError as e:
                 raise RunnerError(str(e)) from None
-            print(plan_markdown(table, scale, a.device))
+            print(plan_markdown(table, scale, a.device, a.memory_gb))
             return 0
         if a.cmd == "rekey":
             return rekey_command(a.dry_run)
