@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import os
 import statistics
 import time
@@ -319,6 +320,18 @@ def _step_key(spec: TrainSpec) -> str:
                                                   "regularizers", "callbacks", "optimizer", "momentum", "batch_size", "precision")})
 
 
+def _shapes_only(obj):
+    "`obj` without its real numbers (ε, α, λ change values, not the shapes of what a step holds)."
+    if isinstance(obj, dict): return {k: _shapes_only(v) for k, v in obj.items() if not isinstance(v, float)}
+    if isinstance(obj, (list, tuple)): return [_shapes_only(v) for v in obj if not isinstance(v, float)]
+    return obj
+
+
+def _memory_key(spec: TrainSpec) -> str:
+    "What a step's memory depends on: its step key without real-valued hyper-parameters, momentum only as on or off."
+    return core.canonical_json(_shapes_only({**json.loads(_step_key(spec)), "momentum": spec.momentum != 0}))
+
+
 def step_cost(spec: TrainSpec, device: torch.device, timing: bool = True, memory: bool = True) -> dict:
     """`seconds per pass` (NaN untimed), `peak bytes` (NaN without `memory`) and how the peak was found, for `spec`
     on `device`: both measured on a CUDA device here (the estimate where the step runs out of memory), elsewhere the
@@ -350,7 +363,7 @@ def plan(scale: str, names: list[str] | None = None, project: Path | None = None
     validate_param_sets(param_sets, notebooks, scale)
     device = plan_device(device, timing)
     here = device_present(device)
-    rows, seen, steps = [], set(), {}
+    rows, seen, steps, peaks = [], set(), {}, {}
     for nb in select_notebooks(notebooks, names or []):
         for params, varied in expand_grid(param_sets.get(nb.stem, {}), seeds):
             for spec in notebook_specs(nb, params, scale):
@@ -359,9 +372,11 @@ def plan(scale: str, names: list[str] | None = None, project: Path | None = None
                 seen.add(spec.key)
                 if not (row["cached"] or row["shared"]):
                     spec = spec.replace(batch_size=min(spec.batch_size, row["train images"]))  # a batch is at most the set
-                    row["batch"], key = spec.batch_size, _step_key(spec)
-                    if key not in steps: steps[key] = step_cost(spec, device, timing and here, memory)
-                    s = steps[key]
+                    row["batch"], key, mkey = spec.batch_size, _step_key(spec), _memory_key(spec)
+                    if key not in steps:  # the memory of a step that differs only in ε, α, λ is known already
+                        steps[key] = step_cost(spec, device, timing and here, memory and mkey not in peaks)
+                        peaks.setdefault(mkey, {k: steps[key][k] for k in ("peak bytes", "memory")})
+                    s = {**steps[key], **(peaks[mkey] if memory else {})}
                     row.update(hours=(row["train passes"] + row["eval passes"]) * s["seconds per pass"] / 3600,
                                **{"peak GB": s["peak bytes"] / 1e9, "memory": s["memory"]})
                 else:
