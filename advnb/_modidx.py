@@ -803,6 +803,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'advnb.workflow.plan.optimizer_buffers': ('plan.html#optimizer_buffers', 'advnb/workflow/plan.py'),
                                      'advnb.workflow.plan.passes_per_image': ('plan.html#passes_per_image', 'advnb/workflow/plan.py'),
                                      'advnb.workflow.plan.plan': ('plan.html#plan', 'advnb/workflow/plan.py'),
+                                     'advnb.workflow.plan.plan_beside_measured': ( 'plan.html#plan_beside_measured',
+                                                                                   'advnb/workflow/plan.py'),
                                      'advnb.workflow.plan.plan_device': ('plan.html#plan_device', 'advnb/workflow/plan.py'),
                                      'advnb.workflow.plan.plan_markdown': ('plan.html#plan_markdown', 'advnb/workflow/plan.py'),
                                      'advnb.workflow.plan.saved_tensor_bytes': ('plan.html#saved_tensor_bytes', 'advnb/workflow/plan.py'),

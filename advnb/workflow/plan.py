@@ -33,8 +33,8 @@ from .project import (MODELS_TAG, expand_grid, find_project, list_notebooks, loa
 
 # %% auto #0
 __all__ = ['TIGHT', 'PlanError', 'notebook_specs', 'split_size', 'passes_per_image', 'spec_cost', 'measure_step',
-           'seconds_per_pass', 'saved_tensor_bytes', 'optimizer_buffers', 'estimate_memory', 'plan_device',
-           'device_present', 'device_memory_gb', 'step_cost', 'plan', 'memory_warnings', 'plan_markdown']
+           'seconds_per_pass', 'saved_tensor_bytes', 'optimizer_buffers', 'estimate_memory', 'plan_beside_measured',
+           'plan_device', 'device_present', 'device_memory_gb', 'step_cost', 'plan', 'memory_warnings', 'plan_markdown']
 
 # %% ../../nbs/07a_plan.ipynb #208ac394
 class PlanError(RuntimeError):
@@ -282,6 +282,13 @@ def estimate_memory(spec: TrainSpec, batch_size: int | None = None) -> dict:
     parts = {"parameters": params, "gradients": grads, "optimizer": optimizer_buffers(spec) * grads,
              "activations": round(a2 + (b - 2) * (a4 - a2) / 2), "backward": round(big4 * b / 4)}
     return {**parts, "total": sum(parts.values())}
+
+# %% ../../nbs/07a_plan.ipynb #81a893a3
+def plan_beside_measured(spec: TrainSpec, device=None, batch_size: int | None = None) -> dict:
+    "The plan's estimated peak of `spec` at `batch_size` (default: the spec's) beside one measured step there (GB, seconds)."
+    m = measure_step(spec, device, batch_size)
+    return {"model": spec.name, "device": m["device"], "batch": m["batch"], "seconds per step": m["seconds per step"],
+            "estimated peak GB": estimate_memory(spec, m["batch"])["total"] / 1e9, "measured peak GB": m["peak bytes"] / 1e9}
 
 # %% ../../nbs/07a_plan.ipynb #dc2a84cb
 def plan_device(device=None, timing: bool = True) -> torch.device:
