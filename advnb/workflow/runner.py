@@ -464,9 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("notebooks", nargs="*", help="notebook names (stems); default: all")
     pl.add_argument("--scale", choices=SCALES, default=None)
     pl.add_argument("--seeds", type=_seed_list, default=None, metavar="0,1,2")
-    pl.add_argument("--no-timing", action="store_true", help="count passes only (no timing of the architectures)")
-    pl.add_argument("--device", default=None, help="the device to plan for: its passes are timed and its memory measured "
-                    "where it is here, else the memory estimated (default: the `device` setting)")
+    pl.add_argument("--no-timing", action="store_true", help="count passes and memory only (no timed training steps)")
+    pl.add_argument("--device", default=None, help="the device to plan for: steps are timed where it is here, peak memory "
+                    "measured on CUDA and estimated elsewhere (default: the `device` setting)")
     pl.add_argument("--memory-gb", type=float, default=None,
                     help="warn for models whose peak memory exceeds this many GB (default: the device's memory)")
     rk = sub.add_parser("rekey", help="rename cached zoo models to the keys the current code gives them "
