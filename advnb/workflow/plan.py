@@ -240,7 +240,7 @@ class _SavedBytes:
             self.live += n
             self.peak, self.largest = max(self.peak, self.live), max(self.largest, n)
         self.refs[key][0] += 1
-        return _Held(t, self, key)
+        return _Held(t.detach(), self, key)  # detached: a saved output would hold its own graph
 
     def release(self, key):
         r = self.refs[key]
