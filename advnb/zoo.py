@@ -171,6 +171,9 @@ def _get_locked(spec, d, device, train_if_missing, show_progress, verify=False):
     model, history = train(spec, d, device=device, resume=True, show_progress=show_progress)
     atomic_write_json(d / "done.json", {"spec": spec.to_dict(), "spec_key": spec.key, "epochs": trained_epochs(spec),
                                         "history": history})
+    if get_settings().dry_run:  # a finished dry-run model is never resumed: its resume state (3x the weights) goes
+        for f in d.glob("resume.*"):
+            f.unlink()
     return model.eval()
 
 # %% ../nbs/06_zoo.ipynb #e4c207bc

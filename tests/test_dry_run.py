@@ -43,6 +43,7 @@ def test_a_model_trains_its_first_epochs_a_few_steps_each_in_the_dry_runs_own_ca
     assert d.parent.parent == tmp_path / "cache" / "dry-run"  # <cache>/dry-run/zoo/<model>
     assert [r["epoch"] for r in zoo.history(spec)] == [1, 2]
     assert completed_steps(d) == [0, 1, 2]  # 20 images at batch 4 are 5 steps an epoch; the dry run takes 1
+    assert not list(d.glob("resume.*"))  # a finished dry-run model keeps no resume state (three times its weights)
     later = zoo.load_epoch(spec, 5, device="cpu")  # the last epoch trained stands for the later ones
     assert all(torch.equal(a, b) for a, b in zip(later.state_dict().values(), model.state_dict().values()))
 
@@ -83,13 +84,18 @@ def test_the_same_notebook_runs_through_with_settings_that_work(tmp_path, monkey
     (project / "params" / "paper.yaml").write_text(yaml.safe_dump({"net": {"epochs": 100, "dataset": "cifar10"}}))
     monkeypatch.setenv("ADVNB_CACHE_DIR", str(tmp_path / "cache"))
     reports = project / "reports"
-    rc = runner.main(["run", "--scale", "paper", "--dry-run", "--project", str(project), "--reports-dir", str(reports)])
+    args = ["run", "--scale", "paper", "--project", str(project), "--reports-dir", str(reports), "--check-plan"]
+    assert runner.main(args) == 2  # --check-plan measures what a dry run trained
+    rc = runner.main([*args, "--dry-run"])
     assert not core.get_settings().dry_run  # main() leaves the process as it found it
     assert rc == 0
     page = (reports / "paper-dry" / "net.html").read_text()
     assert "trained simple_cnn-cifar10" in page and "low-pass energy" in page
     index = (reports / "paper-dry" / "index.html").read_text()
     assert "DRY RUN" in index and "paper dry run" in index
+    check = (reports / "paper-dry" / "plan-check.md").read_text().splitlines()
+    row = next(line for line in check if "simple_cnn-cifar10" in line).strip("|").split("|")
+    assert len(row) == 7 and 0.75 <= float(row[-1]) <= 1.33, check  # measured peak within 25% of the estimate
 
 
 class CountingLinear(torch.nn.Module):

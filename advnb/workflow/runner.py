@@ -26,8 +26,9 @@ from pathlib import Path
 import advnb
 from ..claims import forget_notebook
 from ..core import (SCALES, SettingsError, atomic_write_json, atomic_write_text, content_hash, find_settings_file,
-                        forget_outputs, get_device, get_settings, notebook_outputs, reports_folder, variant_name)
-from .plan import PlanError, plan, plan_markdown
+                        forget_outputs, get_device, get_settings, markdown_table, notebook_outputs, reports_folder,
+                        variant_name)
+from .plan import PlanError, plan, plan_check, plan_markdown, trained_specs
 from .project import (RunnerError, expand_grid, find_project, is_report, last_state, list_notebooks,
                                     load_param_sets, notebook_parameters, parse_overrides, select_notebooks, state_path,
                                     validate_param_sets)
@@ -279,13 +280,16 @@ def _run_one(args):
 # %% ../../nbs/07_runner.ipynb #66174377
 def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1, force: bool = False,
         project: Path | None = None, reports_dir: Path | None = None, log=print, overrides: dict | None = None,
-        seeds: list[int] | None = None, executor: str = "local", slurm: dict | None = None) -> int:
+        seeds: list[int] | None = None, executor: str = "local", slurm: dict | None = None, check_plan: bool = False) -> int:
     """Run notebooks at `scale`; returns the number that failed. See `advnb run --help`. `overrides` ({parameter:
     value}, `--set`) change the selected notebooks' parameters on top of `params/<scale>.yaml` and render them as a
     variant, `<stem>@<name=value,...>`, beside the scale's own run (figures, tables and claims tagged the same way).
     `seeds` and a parameter set's `grid:` render one variant per combination (`expand_grid`). `executor` 'slurm' (or
     'submitit-local', the same code path on this machine) submits each render as a job through submitit, with the
-    options `slurm_options` reads from settings.ini's [slurm] section and `slurm`."""
+    options `slurm_options` reads from settings.ini's [slurm] section and `slurm`. `check_plan` (a dry run only): the
+    plan's memory beside measured steps of the models the dry run trained, in `plan-check.md` (`plan.plan_check`)."""
+    if check_plan and not get_settings().dry_run:
+        raise RunnerError("--check-plan measures the models a dry run trained: add --dry-run")
     if executor not in EXECUTORS:
         raise RunnerError(f"--executor {executor!r}: use one of {', '.join(EXECUTORS)}")
     if overrides and "grid" in overrides:
@@ -379,6 +383,11 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
         f"{time.time() - t_start:.0f} s; index: {index}")
     if failed:
         log(f"failed: {', '.join(Path(s['notebook']).stem for s in failed)} (their rendered output shows the failing cell)")
+    if check_plan:
+        check = markdown_table(plan_check(trained_specs(), get_device()).set_index("model"))
+        path = atomic_write_text(reports / "plan-check.md", f"# The plan beside measured training steps ({scale} scale)\n\n"
+                                 f"{check}\n")
+        log(f"the plan's peak memory beside one measured step of each architecture the dry run trained ({path}):\n{check}")
     return len(failed)
 
 # %% ../../nbs/07_runner.ipynb #e5bad4bc
@@ -449,6 +458,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the scale's settings on synthetic look-alike data, every model a few steps (the dry_run_* "
                         "settings), to reports/<scale>-dry/ and <cache>/dry-run/: checks that a run works before it "
                         "costs; without names, the notebooks params/<scale>.yaml configures")
+    r.add_argument("--check-plan", action="store_true",
+                   help="after a dry run, the plan's peak memory beside one measured training step of each architecture "
+                        "it trained (at the paper's batch on CUDA, 8 images on the CPU), in reports/<scale>-dry/plan-check.md")
     r.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
                    help="override a parameter of the named notebooks (a YAML value; repeatable); the run is rendered "
                         "beside the scale's own as <notebook>@<NAME=VALUE,...>, its claims and figures tagged the same")
@@ -487,7 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "run":
             slurm = {k: getattr(a, k) for k in SLURM_OPTIONS}
             return 1 if run(a.scale, a.notebooks, a.jobs, a.force, a.project, a.reports_dir,
-                            overrides=parse_overrides(a.overrides), seeds=a.seeds, executor=a.executor, slurm=slurm) else 0
+                            overrides=parse_overrides(a.overrides), seeds=a.seeds, executor=a.executor, slurm=slurm,
+                            check_plan=a.check_plan) else 0
         if a.cmd == "list":
             list_status(a.project, a.reports_dir)
             return 0
