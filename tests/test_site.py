@@ -76,6 +76,7 @@ def _executed_notebook(path, defaults, injected):
     m = nbformat.v4.new_code_cell("specs = demo_specs(dataset, epochs=epochs, width=width)")
     p.metadata["tags"], i.metadata["tags"], m.metadata["tags"] = ["parameters"], ["injected-parameters"], ["models"]
     nb.cells = [nbformat.v4.new_markdown_cell("The radius $r=\\sqrt{u^2+v^2}$ of a frequency."), p, i, m]
+    nb.metadata["papermill"] = {"parameters": {"scale": path.parent.name}}  # as papermill records what it injected
     nbformat.write(nb, str(path))
 
 
@@ -147,6 +148,9 @@ def test_build_site_writes_every_page_with_the_claims_of_every_scale(demo_report
     assert "Paper A" in text and "a1_demo.html" in text and "3 claims" in text
     for page in smoke.glob("*.html"):
         assert site.remote_resources(page.read_text()) == [], page.name
+        if page.name != "a1_demo.html":  # the fixture's stand-in for a rendered notebook; rendered ones: below
+            # every page says what smoke is, so that its counts are not read as the papers' results
+            assert "its verdicts test the plumbing, not the papers" in page.read_text(), page.name
 
 
 def test_rendered_notebook_loads_mathjax_from_the_reports_not_a_cdn(demo_reports, tmp_path):
@@ -154,5 +158,6 @@ def test_rendered_notebook_loads_mathjax_from_the_reports_not_a_cdn(demo_reports
     out = render_html(demo_reports / "smoke" / "a1_demo.ipynb", tmp_path / "out" / "a1_demo.html")
     page = out.read_text()
     assert site.remote_resources(page) == [] and site.MATHJAX_URL in page and "$r=\\sqrt{u^2+v^2}$" in page
+    assert "its verdicts test the plumbing, not the papers" in page  # papermill's parameters say scale smoke
     assert (tmp_path / "out" / "_static" / "mathjax" / "MathJax.js").exists()
     assert (tmp_path / "out" / "_static" / "mathjax" / "config" / "TeX-AMS-MML_HTMLorMML-full.js").exists()

@@ -31,10 +31,10 @@ from ..registry import load_plugins
 from .project import MODELS_TAG, last_state
 
 # %% auto #0
-__all__ = ['MATHJAX_URL', 'LEFTOVER_AGE_S', 'TEMPLATE_DIR', 'DRY_RUN_BANNER', 'VERDICTS', 'mathjax_source', 'install_mathjax',
-           'remove_leftovers', 'notebook_html', 'remote_resources', 'parse_output_name', 'run_parameters',
-           'model_parameter_names', 'is_dataset_parameter', 'describe_run', 'outputs', 'paper_titles', 'scales_run',
-           'claim_rows', 'format_value', 'site_environment', 'table_html', 'build_site']
+__all__ = ['MATHJAX_URL', 'LEFTOVER_AGE_S', 'TEMPLATE_DIR', 'SCALE_NOTES', 'DRY_RUN_BANNER', 'VERDICTS', 'mathjax_source',
+           'install_mathjax', 'remove_leftovers', 'notebook_html', 'remote_resources', 'parse_output_name',
+           'run_parameters', 'model_parameter_names', 'is_dataset_parameter', 'describe_run', 'outputs', 'paper_titles',
+           'scales_run', 'claim_rows', 'format_value', 'site_environment', 'table_html', 'build_site']
 
 # %% ../../nbs/09_site.ipynb #0fe5ccc9
 MATHJAX_URL = "_static/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"  # relative to reports/<scale>/
@@ -89,6 +89,13 @@ def remove_leftovers(reports: Path, older_than_s: float = LEFTOVER_AGE_S) -> lis
 TEMPLATE_DIR = files("advnb.workflow") / "templates"  # package files: site/ (the pages' Jinja2 templates, the CSS), notebook/
 
 
+SCALE_NOTES = {  # on every page of a scale's site: what the scale is, and what its verdicts can mean
+    "smoke": "Smoke scale: synthetic look-alike data and models trained for seconds. It checks that every notebook runs; "
+             "its verdicts test the plumbing, not the papers.",
+    "quick": "Quick scale: real data subsets (FashionMNIST where the papers use data sets absent here), small widths and "
+             "few epochs on a CPU. Its verdicts say whether each effect shows in that regime, not at the papers' settings.",
+    "paper": "Paper scale: the papers' data sets, architectures and settings.",
+}
 DRY_RUN_BANNER = ('<div style="background:#8a1c1c;color:#fff;padding:.6em 2em;font-weight:bold">DRY RUN: synthetic '
                   'look-alike data, every model a few steps. It checks that the code runs at these settings; its '
                   'numbers, figures and verdicts mean nothing.</div>')
@@ -102,10 +109,11 @@ def notebook_html(ipynb: Path, mathjax_url: str = MATHJAX_URL) -> str:
     nb.metadata.pop("widgets", None)  # saved widget state would pull the widget manager from a CDN
     exporter = HTMLExporter(template_name="lab", template_file="offline_notebook.html.j2", mathjax_url=mathjax_url,
                             extra_loaders=[jinja2.FileSystemLoader(str(TEMPLATE_DIR / "notebook"))])
+    scale = nb.metadata.get("papermill", {}).get("parameters", {}).get("scale")
+    notes = (f'<div style="background:#fff6d6;padding:.5em 2em">{escape(SCALE_NOTES[scale])}</div>'
+             if scale in SCALE_NOTES else "") + (DRY_RUN_BANNER if get_settings().dry_run else "")
     body, _ = exporter.from_notebook_node(nb)
-    if get_settings().dry_run:  # every page of a dry run says so
-        body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + DRY_RUN_BANNER, body, count=1)
-    return body
+    return re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + notes, body, count=1)  # what the scale is; a dry run says so
 
 # %% ../../nbs/09_site.ipynb #9d40885f
 _REMOTE = re.compile(r"""<(?:script|link|img|iframe)\b[^>]*?\b(?:src|href)\s*=\s*["']((?:https?:)?//[^"']+)""", re.I)
@@ -375,7 +383,7 @@ def build_site(reports_root: Path, scale: str, stems: list[str] | None = None) -
     env = site_environment()
     scales = [s for s in SCALES if s == scale or (reports_root / reports_folder(s) / "index.html").exists()]  # to link to
     common = dict(css=Markup((TEMPLATE_DIR / "site" / "site.css").read_text()), scale=scale, scales=scales, verdicts=VERDICTS,
-                  folders={s: reports_folder(s) for s in scales}, dry=get_settings().dry_run,
+                  folders={s: reports_folder(s) for s in scales}, dry=get_settings().dry_run, scale_note=SCALE_NOTES[scale],
                   pages=[{"href": g["href"], "short": g["short"].replace("Paper ", "")} for g in groups])
     status = {}
     for n in notebooks:
