@@ -21,7 +21,8 @@ from torch import nn
 
 from .attack_basics import (ATTACKS, AttackInputError, attack_loss, check_eps, check_logits, cw_margin,  # noqa: F401
                                  eval_mode, model_device, perturbation_norm, register_attack, validate_inputs)
-from .core import progress
+from .claims import above_chance
+from .core import get_settings, progress
 from .gradient_attacks import (MinimalPerturbation, attack_success, fgsm, pgd, pgd_minimal,  # noqa: F401
                                     success_from_logits)
 from .minimum_norm_attacks import adef, cw_l2, deepfool, deform  # noqa: F401
@@ -123,8 +124,10 @@ def _mean(t: torch.Tensor) -> float:
 
 # %% ../nbs/03e_attacks.ipynb #f40245a5
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dict | None = None, batch_size: int = 256,
-             seed: int = 0, keep_adversarial: bool = False, show_progress: bool = False) -> Evaluation:
-    "Clean and robust accuracy of `model` on `(x, y)` under each `Attack` (or `f(model, x, y, seed)`) of `attacks`."
+             seed: int = 0, keep_adversarial: bool = False, show_progress: bool = False,
+             warn_at_chance: bool = True) -> Evaluation:
+    """Clean and robust accuracy of `model` on `(x, y)` under each `Attack` (or `f(model, x, y, seed)`) of `attacks`;
+    with `warn_at_chance`, a warning when the clean accuracy is not above chance (`advnb.claims.above_chance`)."""
     attacks, dev = dict(attacks or {}), model_device(model)
     cc, cl, res = [], [], {k: {"s": [], "r": [], "n": [], "l": [], "x": []} for k in attacks}
     starts = range(0, len(x), batch_size)
@@ -154,7 +157,11 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dict |
     cat = lambda ts, dtype=torch.float32: torch.cat(ts) if ts else torch.zeros(0, dtype=dtype)
     out = {k: AttackResult(cat(r["s"], torch.bool), cat(r["r"], torch.bool), cat(r["n"]), cat(r["l"]),
                            cat(r["x"]) if keep_adversarial else None) for k, r in res.items()}
-    return Evaluation(cat(cc, torch.bool), cat(cl), out)
+    ev = Evaluation(cat(cc, torch.bool), cat(cl), out)
+    if warn_at_chance and ev.n and not get_settings().dry_run and above_chance(ev.clean_accuracy, ev.n, lc.shape[1]) is not True:
+        warnings.warn(f"the model's clean accuracy, {ev.clean_accuracy:.3f} on {ev.n} images, is not above chance "
+                      f"(1/{len(lc[0])}): what the attacks measure on it means nothing", stacklevel=2)
+    return ev
 
 # %% ../nbs/03e_attacks.ipynb #23df2007
 @torch.no_grad()

@@ -13,6 +13,7 @@ import dataclasses
 import inspect
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from .checkpoints import (CorruptCheckpointError, checkpoint_path, completed_epochs, last_good_epoch, load_resume,
                                save_model, save_resume, step_path)
 from .attacks import Attack, evaluate, fgsm, pgd
+from .claims import above_chance
 from .data import dataset_generator, dataset_info, load_dataset, make_loader, take
 from .models import ARCHITECTURES, build_model
 from .registry import Registry
@@ -36,7 +38,8 @@ __all__ = ['OBJECTIVES', 'REGULARIZERS', 'CALLBACKS', 'register_objective', 'get
            'READ_EVERY', 'ce_objective', 'pgd_at_objective', 'trades_kl', 'trades_objective', 'fgsm_at_objective',
            'TrainContext', 'Callback', 'TrainSpec', 'default_precision', 'eval_attack_of', 'spec_fingerprint', 'lr_at',
            'build_from_spec', 'make_optimizer', 'make_callbacks', 'train_data', 'hold_on_device', 'eval_data',
-           'training_loss', 'NonFiniteLossError', 'EpochSums', 'trained_epochs', 'train']
+           'training_loss', 'NonFiniteLossError', 'EpochSums', 'trained_epochs', 'TrainingFailedWarning',
+           'training_failure', 'train']
 
 # %% ../nbs/05_training.ipynb #1b0c932c
 OBJECTIVES = Registry("training objective", "register_objective")
@@ -423,6 +426,24 @@ def trained_epochs(spec: TrainSpec) -> int:
     s = get_settings()
     return min(spec.epochs, s.dry_run_epochs) if s.dry_run else spec.epochs
 
+# %% ../nbs/05_training.ipynb #0fccb1ec
+class TrainingFailedWarning(UserWarning):
+    "A trained model is at chance or its loss exploded: what is measured on it means nothing."
+
+
+def training_failure(spec: TrainSpec, history: list[dict]) -> str | None:
+    "Why the training of `spec` that `history` records failed (at chance, or an exploding loss), or None."
+    if not history or get_settings().dry_run:  # a dry run's models are a few steps old by design
+        return None
+    last, k = history[-1], dataset_info(spec.dataset).num_classes
+    why = []
+    if "test_n" in last and above_chance(last["test_acc"], last["test_n"], k) is not True:
+        why.append(f"test accuracy {last['test_acc']:.3f} on {last['test_n']} images is not above chance (1/{k} = {1 / k:.3f})")
+    if last["train_loss"] > 2 * math.log(k):
+        why.append(f"its training loss ended at {last['train_loss']:.4g}, over twice a uniform guess's ln {k} = {math.log(k):.3g}")
+    return None if not why else (f"{spec.name} after {last['epoch']} epochs: {'; '.join(why)}. What is measured on it means "
+                                 "nothing: lower lr, train longer, or check the data and the objective.")
+
 # %% ../nbs/05_training.ipynb #fdc0477b
 def train(spec: TrainSpec, out_dir: Path | str, device=None, resume: bool = True,
           show_progress: bool = True, stop_after_epoch: int | None = None) -> tuple[nn.Module, list[dict]]:
@@ -454,8 +475,8 @@ def train(spec: TrainSpec, out_dir: Path | str, device=None, resume: bool = True
         row = _train_epoch(spec, model, opt, scaler, callbacks, train_ds, epoch, steps_per_epoch, history, out_dir,
                            show_progress)
         for cb in callbacks: cb.after_epoch(TrainContext(spec, model, opt, epoch, (epoch + 1) * steps_per_epoch, history, row=row))
-        ev = evaluate(model, x_test, y_test, {"robust": atk} if atk else {}, seed=spec.seed)
-        row.update(test_loss=float(ev.clean_losses.mean()), test_acc=ev.clean_accuracy)
+        ev = evaluate(model, x_test, y_test, {"robust": atk} if atk else {}, seed=spec.seed, warn_at_chance=False)
+        row.update(test_loss=float(ev.clean_losses.mean()), test_acc=ev.clean_accuracy, test_n=ev.n)
         if atk is not None:
             row.update(test_robust_acc=ev.robust_accuracy("robust"), test_robust_loss=float(ev.attacks["robust"].losses.mean()))
         history.append({**row, "seconds": time.time() - t0})
@@ -465,5 +486,7 @@ def train(spec: TrainSpec, out_dir: Path | str, device=None, resume: bool = True
         save_resume(out_dir, model, opt, {**_meta(spec, epoch + 1), "history": history,
                                           "callbacks": [cb.state_dict() for cb in callbacks],
                                           "grad_scaler": scaler.state_dict()})
+    if start < epochs <= len(history) and (failure := training_failure(spec, history)):  # it ran to its end here
+        warnings.warn(failure, TrainingFailedWarning, stacklevel=2)
     model.eval()
     return model, history

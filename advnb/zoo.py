@@ -13,6 +13,7 @@ import datetime as _dt
 import json
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import torch.nn as nn
@@ -22,7 +23,7 @@ from .checkpoints import (CorruptCheckpointError, checkpoint_path, completed_epo
                                check_resume, discard_from, first_unsound, load_model_state, remove_temp_files,
                                step_path)
 from .core import atomic_write_json, code_fingerprint, content_hash, get_device, get_settings
-from .train import TrainSpec, build_from_spec, train, trained_epochs
+from .train import TrainingFailedWarning, TrainSpec, build_from_spec, train, trained_epochs, training_failure
 
 # %% auto #0
 __all__ = ['LOCK_POLL_S', 'zoo_dir', 'spec_dir', 'is_trained', 'model_lock', 'get', 'history', 'checkpoint_epochs',
@@ -160,6 +161,8 @@ def _get_locked(spec, d, device, train_if_missing, show_progress, verify=False):
         try:
             last = trained_epochs(spec)
             load_model_state(model, checkpoint_path(d, last), expect={"spec_key": spec.key, "epoch": last})
+            if failure := training_failure(spec, done.get("history", [])):  # said at every load, not only at training
+                warnings.warn(f"cached {failure}", TrainingFailedWarning, stacklevel=3)
             return model.to(device).eval()
         except CorruptCheckpointError as e:
             print(f"zoo: {e}; repairing {spec.name} from its resume state, or retraining what is lost")

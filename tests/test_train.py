@@ -112,6 +112,28 @@ def test_training_learns_synthetic_data(tmp_path, isolated_settings):
     assert hist[-1]["test_acc"] > 0.3  # chance is 0.1
 
 
+def test_a_model_that_learned_nothing_is_said_loudly_when_trained_loaded_and_evaluated(tmp_path, isolated_settings):
+    import warnings
+    from advnb import zoo
+    from advnb.attacks import evaluate
+    from advnb.data import load_dataset, take
+    good = TrainSpec(**{**TINY, "dataset": "synthetic-cifar10", "n_per_class": 40, "eval_n_per_class": 20,
+                        "epochs": 4, "milestones": (3,)})
+    stuck = good.replace(lr=0.0)  # no step moves it: it stays where it began, at chance
+    with pytest.warns(T.TrainingFailedWarning, match="not above chance"):
+        zoo.get(stuck, device="cpu", show_progress=False)
+    with pytest.warns(T.TrainingFailedWarning, match="cached .* not above chance"):  # again, from the cache
+        model = zoo.get(stuck, device="cpu", show_progress=False)
+    x, y = take(load_dataset("synthetic-cifar10", "test", n_per_class=20), 200)
+    with pytest.warns(UserWarning, match="not above chance"):
+        evaluate(model, x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a model that learned: no word
+        evaluate(zoo.get(good, device="cpu", show_progress=False), x, y)
+    exploded = [{"epoch": 3, "test_acc": 0.9, "test_n": 200, "train_loss": 133.8}]
+    assert "over twice a uniform guess" in T.training_failure(good, exploded)
+
+
 # --- plug-ins: regularisers, callbacks, in-epoch checkpoints --------------------------------------------------------
 
 ONE_STEP = dict(TINY, n_per_class=2, batch_size=20, epochs=1, momentum=0.0, weight_decay=0.0, schedule="constant")
