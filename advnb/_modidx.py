@@ -185,7 +185,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'advnb.data.dataset_info': ('data.html#dataset_info', 'advnb/data.py'),
                             'advnb.data.dataset_path': ('data.html#dataset_path', 'advnb/data.py'),
                             'advnb.data.derive_seed': ('data.html#derive_seed', 'advnb/data.py'),
-                            'advnb.data.dry_run_per_class': ('data.html#dry_run_per_class', 'advnb/data.py'),
+                            'advnb.data.dry_run_rounds': ('data.html#dry_run_rounds', 'advnb/data.py'),
                             'advnb.data.load_dataset': ('data.html#load_dataset', 'advnb/data.py'),
                             'advnb.data.make_loader': ('data.html#make_loader', 'advnb/data.py'),
                             'advnb.data.make_synthetic': ('data.html#make_synthetic', 'advnb/data.py'),

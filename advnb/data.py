@@ -32,7 +32,7 @@ __all__ = ['SYNTHETIC_PREFIX', 'CIFAR10_CLASSES', 'CIFAR100_CLASSES', 'MNIST_CLA
            'synthetic_class_names', 'augmentation_policy', 'crop_flip', 'ImageTensorDataset', 'MissingDatasetError',
            'DamagedDatasetError', 'dataset_path', 'tinyimagenet_classes', 'restricted_imagenet_label', 'derive_seed',
            'render_synthetic', 'make_synthetic', 'register_dataset', 'dataset_info', 'dataset_generator',
-           'dry_run_per_class', 'load_dataset', 'subset', 'KeyedSampler', 'make_loader', 'take']
+           'dry_run_rounds', 'load_dataset', 'subset', 'KeyedSampler', 'make_loader', 'take']
 
 # %% ../nbs/01_data.ipynb #2efa7e93
 @dataclass(frozen=True)
@@ -591,13 +591,16 @@ _CHUNK_PIXELS = 2**19  # render about this many pixels per image plane at a time
 
 
 def make_synthetic(name: str, split: str = "train", n_per_class: int | None = None, seed: int = 0,
-                   info: DatasetInfo | None = None):
-    """uint8 images (N, C, H, W) and int64 labels of synthetic dataset `name`: rounds 0..n-1 of one image per class.
-    `info` draws them at another data set's shape and class count (a dry run's look-alike of a real data set)."""
+                   info: DatasetInfo | None = None, rounds: Sequence[int] | None = None):
+    """uint8 images (N, C, H, W) and int64 labels of synthetic dataset `name`: rounds 0..n-1 of one image per class
+    (or the `rounds` given). `info` draws them at another data set's shape and class count (a dry run's look-alike)."""
     info = DATASETS[name] if info is None else info
     k = info.num_classes
-    n = SYNTHETIC_DEFAULT_PER_CLASS[k][split] if n_per_class is None else int(n_per_class)
-    key = (name, split, n, int(seed), tuple(info.shape), k)
+    if rounds is None:
+        rounds = range(SYNTHETIC_DEFAULT_PER_CLASS[k][split] if n_per_class is None else int(n_per_class))
+    rounds = [int(r) for r in rounds]
+    n = len(rounds)
+    key = (name, split, tuple(rounds), int(seed), tuple(info.shape), k)
     if key in _SYN_CACHE:
         _SYN_CACHE.move_to_end(key)
         return _SYN_CACHE[key]
@@ -607,7 +610,7 @@ def make_synthetic(name: str, split: str = "train", n_per_class: int | None = No
     # chunks of cache-sized tensors (the thread count is left to the caller: library code does not touch it)
     for r0 in range(0, n, rounds_per_chunk):
         us, noises = [], []
-        for r in range(r0, min(n, r0 + rounds_per_chunk)):
+        for r in rounds[r0:r0 + rounds_per_chunk]:
             g = torch_generator(derive_seed("advnb.synthetic", name, split, int(seed), r))
             us.append(torch.rand((k, _N_PARAMS), generator=g))
             noises.append(torch.randn((k, *info.shape), generator=g))
@@ -639,10 +642,13 @@ def dataset_generator(name: str) -> Callable | None:
     return DATASETS.info(name).get("generator")
 
 # %% ../nbs/01_data.ipynb #b2c71a8c
-def dry_run_per_class(info: DatasetInfo, n_per_class: int | None) -> int:
-    "Images per class of a dry run's split of `info` when `n_per_class` (None or 0: the whole split) are asked for."
-    cap = max(1, math.ceil(get_settings().dry_run_images / info.num_classes))
-    return min(cap, int(n_per_class)) if n_per_class else cap
+def dry_run_rounds(info: DatasetInfo, split: str, n_per_class: int | None) -> list[int]:
+    "The rounds (one image per class each) a dry run draws of a subset of `n_per_class` (None or 0: the whole split)."
+    k = info.num_classes
+    sizes = DATASETS.info(info.name).get("split_sizes")
+    n = int(n_per_class) if n_per_class else (sizes[split == "test"] // k if sizes else 1)
+    m = min(n, max(1, math.ceil(get_settings().dry_run_images / k)))
+    return [j * n // m for j in range(m)]
 
 # %% ../nbs/01_data.ipynb #e57b048a
 SPLITS = ("train", "test")
@@ -655,7 +661,7 @@ def load_dataset(name: str, split: str = "train", root: Path | str | None = None
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     info = dataset_info(name)
     if get_settings().dry_run:  # a small look-alike at the real shape, whatever the data set (advnb.core's dry runs)
-        x, y = make_synthetic(name, split, dry_run_per_class(info, n_per_class), seed, info)
+        x, y = make_synthetic(name, split, seed=seed, info=info, rounds=dry_run_rounds(info, split, n_per_class))
         return ImageTensorDataset(x, y, info, augment)
     make = make_synthetic if info.is_synthetic else dataset_generator(name)
     if make is not None:

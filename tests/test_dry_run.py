@@ -35,6 +35,13 @@ def test_every_data_set_is_a_small_look_alike_at_its_real_shape(dry, name, shape
     assert len(data.load_dataset(name, "test", n_per_class=1)) == classes  # never more than the split asks for
 
 
+def test_a_larger_subset_holds_images_a_smaller_one_lacks(dry):
+    "b3 validates on the rounds beyond its training subset: in a dry run they must exist and differ from it."
+    used, more = (data.load_dataset("mnist", "train", n_per_class=n) for n in (5500, 6000))
+    assert torch.equal(used.x[:10], more.x[:10])  # round 0: the same images
+    assert not any(torch.equal(a, b) for a in more.x[10:] for b in used.x)  # round 3000 is no round of the smaller
+
+
 def test_a_model_trains_its_first_epochs_a_few_steps_each_in_the_dry_runs_own_cache(dry, tmp_path):
     spec = TrainSpec(arch="simple_cnn", dataset="cifar10", epochs=5, batch_size=4, lr=0.01, checkpoint_every=1)
     assert trained_epochs(spec) == dry.dry_run_epochs == 2
