@@ -768,6 +768,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'advnb.train.lr_at': ('training.html#lr_at', 'advnb/train.py'),
                              'advnb.train.make_callbacks': ('training.html#make_callbacks', 'advnb/train.py'),
                              'advnb.train.make_optimizer': ('training.html#make_optimizer', 'advnb/train.py'),
+                             'advnb.train.optimiser_step': ('training.html#optimiser_step', 'advnb/train.py'),
                              'advnb.train.pgd_at_objective': ('training.html#pgd_at_objective', 'advnb/train.py'),
                              'advnb.train.spec_fingerprint': ('training.html#spec_fingerprint', 'advnb/train.py'),
                              'advnb.train.trades_kl': ('training.html#trades_kl', 'advnb/train.py'),

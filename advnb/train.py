@@ -38,8 +38,8 @@ __all__ = ['OBJECTIVES', 'REGULARIZERS', 'CALLBACKS', 'register_objective', 'get
            'READ_EVERY', 'ce_objective', 'pgd_at_objective', 'trades_kl', 'trades_objective', 'fgsm_at_objective',
            'TrainContext', 'Callback', 'TrainSpec', 'default_precision', 'eval_attack_of', 'spec_fingerprint', 'lr_at',
            'build_from_spec', 'make_optimizer', 'make_callbacks', 'train_data', 'hold_on_device', 'eval_data',
-           'training_loss', 'NonFiniteLossError', 'EpochSums', 'trained_epochs', 'TrainingFailedWarning',
-           'training_failure', 'train']
+           'training_loss', 'NonFiniteLossError', 'EpochSums', 'optimiser_step', 'trained_epochs',
+           'TrainingFailedWarning', 'training_failure', 'train']
 
 # %% ../nbs/05_training.ipynb #1b0c932c
 OBJECTIVES = Registry("training objective", "register_objective")
@@ -362,6 +362,21 @@ def _last_good(out_dir) -> str:
     return f"The last good checkpoint (finite test loss) is epoch {e}: {checkpoint_path(out_dir, e)}."
 
 # %% ../nbs/05_training.ipynb #0c7ae17b
+def optimiser_step(spec: TrainSpec, model, opt, scaler, callbacks, x, y, epoch: int, step: int, history: list):
+    "One optimiser step of `spec` on the batch `(x, y)`, callbacks around it; `training_loss`'s `(total, loss, logits, terms)`."
+    ctx = TrainContext(spec, model, opt, epoch, step, history)
+    for cb in callbacks: cb.before_step(ctx)
+    with mixed_precision(spec.precision, x.device):
+        total, loss, logits, terms = training_loss(spec, model, x, y, epoch, step)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(total).backward()
+    scaler.step(opt)
+    scaler.update()
+    ctx.step, ctx.loss = step + 1, total.detach()
+    for cb in callbacks: cb.after_step(ctx)
+    return total, loss, logits, terms
+
+
 def _train_epoch(spec, model, opt, scaler, callbacks, train_ds, epoch, steps_per_epoch, history, out_dir, show_progress):
     "One epoch of optimiser steps; this epoch's training statistics."
     device = next(model.parameters()).device
@@ -380,17 +395,8 @@ def _train_epoch(spec, model, opt, scaler, callbacks, train_ds, epoch, steps_per
             g["lr"] = lr
         x = x.to(device, non_blocking=True, memory_format=layout if x.dim() == 4 else torch.preserve_format)
         y = y.to(device, non_blocking=True)
-        ctx = TrainContext(spec, model, opt, epoch, step, history)
-        for cb in callbacks: cb.before_step(ctx)
-        with mixed_precision(spec.precision, device):
-            total, loss, logits, terms = training_loss(spec, model, x, y, epoch, step)
+        total, loss, logits, terms = optimiser_step(spec, model, opt, scaler, callbacks, x, y, epoch, step, history)
         sums.add(step, total, loss, logits, y, terms)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(total).backward()
-        scaler.step(opt)
-        scaler.update()
-        ctx.step, ctx.loss = step + 1, total.detach()
-        for cb in callbacks: cb.after_step(ctx)
         if spec.checkpoint_every and (step + 1) % spec.checkpoint_every == 0:
             _read_checked(spec, sums, steps_per_epoch, out_dir)  # never keep weights a non-finite loss produced
             save_model(model, step_path(out_dir, step + 1), _meta(spec, epoch + (i + 1) / steps_per_epoch, step + 1))

@@ -26,8 +26,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from .. import core, data, zoo
 from ..data import DATASETS, SYNTHETIC_DEFAULT_PER_CLASS, dataset_generator, dataset_info
-from ..train import (OBJECTIVES, TrainContext, TrainSpec, build_from_spec, eval_attack_of, get_objective,
-                         make_callbacks, make_optimizer, training_loss)
+from ..train import (OBJECTIVES, TrainSpec, build_from_spec, eval_attack_of, get_objective, make_callbacks,
+                         make_optimizer, optimiser_step, training_loss)
 from .project import (MODELS_TAG, expand_grid, find_project, list_notebooks, load_param_sets,
                                     select_notebooks, validate_param_sets)
 
@@ -148,17 +148,8 @@ def _step_setup(spec: TrainSpec, device: torch.device, batch_size: int):
 
 
 def _train_step(spec, model, opt, scaler, callbacks, x, y, step: int) -> None:
-    "One optimiser step as `advnb.train` takes it (waiting for the device to finish)."
-    ctx = TrainContext(spec, model, opt, 0, step, [])
-    for cb in callbacks: cb.before_step(ctx)
-    with core.mixed_precision(spec.precision, x.device):
-        total = training_loss(spec, model, x, y, 0, step)[0]
-    opt.zero_grad(set_to_none=True)
-    scaler.scale(total).backward()
-    scaler.step(opt)
-    scaler.update()
-    ctx.step, ctx.loss = step + 1, total.detach()
-    for cb in callbacks: cb.after_step(ctx)
+    "One optimiser step as `advnb.train` takes it (`optimiser_step`), waiting for the device to finish."
+    optimiser_step(spec, model, opt, scaler, callbacks, x, y, 0, step, [])
     if x.device.type == "cuda": torch.cuda.synchronize(x.device)
 
 # %% ../../nbs/07a_plan.ipynb #63c4d0c6
