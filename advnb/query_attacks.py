@@ -65,6 +65,7 @@ def nattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, sigm
         raise AttackInputError("sigma must be > 0: it is the width of the search distribution (paper D: 0.1)")
     if samples < 2:
         raise AttackInputError(f"samples must be >= 2, got {samples}")
+    samples = max(2, iterations(samples))  # each sample is a query of every image: a dry run caps them like iterations
     gen = torch_generator(seed, x.device)
     with eval_mode(model), torch.no_grad():
         check_logits(model(x), x, y)

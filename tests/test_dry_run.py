@@ -136,3 +136,12 @@ def test_an_attack_runs_at_most_dry_run_attack_steps_iterations_in_a_dry_run(mon
     monkeypatch.undo()
     core.get_settings(reload=True)
     assert calls["1"] <= 3 * 3 + 3 < calls["0"], calls  # a few passes per iteration, at most 3 iterations
+
+
+def test_nattack_queries_at_most_dry_run_attack_steps_samples_an_iteration_in_a_dry_run(dry):
+    from advnb.attacks import nattack
+    model, x, y = CountingLinear(), torch.rand(4, 3, 4, 4), torch.zeros(4, dtype=torch.long)
+    queried = []
+    model.register_forward_hook(lambda m, inp, out: queried.append(len(inp[0])))
+    nattack(model, x, y, eps=0.03, samples=300, iters=200)
+    assert max(queried) <= 4 * 3  # 4 images × 3 samples, where the settings ask for 300 each

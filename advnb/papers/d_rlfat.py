@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ..core import torch_generator
 from ..train import register_objective, trades_kl
+from ..attack_basics import iterations
 from ..attacks import eval_mode, pgd
 from ..claims import register_paper
 
@@ -228,7 +229,7 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = 
                 target = model(x).argmax(1)
         target = target.to(x.device)
         total = torch.zeros_like(x)
-        for _ in range(n_samples):
+        for _ in range(iterations(n_samples)):
             noise = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
             xn = (x.detach() + sigma * noise).requires_grad_(True)
             score = model(xn).gather(1, target[:, None]).sum()
