@@ -774,6 +774,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'advnb.train.trades_kl': ('training.html#trades_kl', 'advnb/train.py'),
                              'advnb.train.trades_objective': ('training.html#trades_objective', 'advnb/train.py'),
                              'advnb.train.train': ('training.html#train', 'advnb/train.py'),
+                             'advnb.train.train_batch_size': ('training.html#train_batch_size', 'advnb/train.py'),
                              'advnb.train.train_data': ('training.html#train_data', 'advnb/train.py'),
                              'advnb.train.trained_epochs': ('training.html#trained_epochs', 'advnb/train.py'),
                              'advnb.train.training_failure': ('training.html#training_failure', 'advnb/train.py'),

@@ -38,7 +38,7 @@ __all__ = ['OBJECTIVES', 'REGULARIZERS', 'CALLBACKS', 'register_objective', 'get
            'READ_EVERY', 'ce_objective', 'pgd_at_objective', 'trades_kl', 'trades_objective', 'fgsm_at_objective',
            'TrainContext', 'Callback', 'TrainSpec', 'default_precision', 'eval_attack_of', 'spec_fingerprint', 'lr_at',
            'build_from_spec', 'make_optimizer', 'make_callbacks', 'train_data', 'hold_on_device', 'eval_data',
-           'training_loss', 'NonFiniteLossError', 'EpochSums', 'optimiser_step', 'trained_epochs',
+           'training_loss', 'NonFiniteLossError', 'EpochSums', 'optimiser_step', 'trained_epochs', 'train_batch_size',
            'TrainingFailedWarning', 'training_failure', 'train']
 
 # %% ../nbs/05_training.ipynb #1b0c932c
@@ -278,7 +278,8 @@ def hold_on_device(ds, device: torch.device):
 def eval_data(spec: TrainSpec) -> tuple[torch.Tensor, torch.Tensor]:
     "`(x, y)`: the test images evaluated after every epoch (`eval_n_per_class` per class, or the whole split)."
     ds = load_dataset(spec.dataset, "test", n_per_class=spec.eval_n_per_class, seed=spec.seed)
-    return take(ds, len(ds))
+    s = get_settings()
+    return take(ds, min(len(ds), s.dry_run_images) if s.dry_run else len(ds))  # a dry run: Tiny-ImageNet's 200 classes, 20 images
 
 # %% ../nbs/05_training.ipynb #0e5bb90c
 def _call(fn: Callable, model, x, y, kwargs: dict, **context):
@@ -381,7 +382,7 @@ def _train_epoch(spec, model, opt, scaler, callbacks, train_ds, epoch, steps_per
     "One epoch of optimiser steps; this epoch's training statistics."
     device = next(model.parameters()).device
     on_device = getattr(train_ds, "device", torch.device("cpu")).type != "cpu"  # held there: no worker processes
-    loader = make_loader(train_ds, spec.batch_size, shuffle=True, seed=spec.seed * 1_000_003 + epoch,
+    loader = make_loader(train_ds, train_batch_size(spec), shuffle=True, seed=spec.seed * 1_000_003 + epoch,
                          **({"num_workers": 0} if on_device else {}))
     layout = torch.channels_last if use_channels_last(device) else torch.preserve_format
     sums = EpochSums(device)
@@ -432,6 +433,12 @@ def trained_epochs(spec: TrainSpec) -> int:
     s = get_settings()
     return min(spec.epochs, s.dry_run_epochs) if s.dry_run else spec.epochs
 
+
+def train_batch_size(spec: TrainSpec) -> int:
+    "The batch `train` draws: the spec's, or at most `dry_run_images` in a dry run."
+    s = get_settings()
+    return min(spec.batch_size, s.dry_run_images) if s.dry_run else spec.batch_size
+
 # %% ../nbs/05_training.ipynb #0fccb1ec
 class TrainingFailedWarning(UserWarning):
     "A trained model is at chance or its loss exploded: what is measured on it means nothing."
@@ -469,7 +476,7 @@ def train(spec: TrainSpec, out_dir: Path | str, device=None, resume: bool = True
     start, history = _restore(spec, out_dir, model, opt, scaler, callbacks, device, resume)
     if start and start not in completed_epochs(out_dir):  # the epoch's checkpoint was lost: the resume state has it
         save_model(model, checkpoint_path(out_dir, start), {**_meta(spec, start), "history": history})
-    steps_per_epoch = math.ceil(len(train_ds) / spec.batch_size)
+    steps_per_epoch = math.ceil(len(train_ds) / train_batch_size(spec))
     if get_settings().dry_run:
         steps_per_epoch = min(steps_per_epoch, get_settings().dry_run_steps)
     if spec.checkpoint_every and start == 0:

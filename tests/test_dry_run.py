@@ -9,7 +9,7 @@ import yaml
 
 from advnb import core, data, zoo
 from advnb.checkpoints import completed_steps
-from advnb.train import TrainSpec, trained_epochs
+from advnb.train import TrainSpec, eval_data, train_batch_size, trained_epochs
 from advnb.workflow import runner
 from notebook_fixtures import make_project
 
@@ -51,6 +51,8 @@ def test_a_model_trains_its_first_epochs_a_few_steps_each_in_the_dry_runs_own_ca
     assert [r["epoch"] for r in zoo.history(spec)] == [1, 2]
     assert completed_steps(d) == [0, 1, 2]  # 20 images at batch 4 are 5 steps an epoch; the dry run takes 1
     assert not list(d.glob("resume.*"))  # a finished dry-run model keeps no resume state (three times its weights)
+    wide = TrainSpec(arch="simple_cnn", dataset="tinyimagenet", batch_size=128, eval_n_per_class=10)
+    assert train_batch_size(wide) == len(eval_data(wide)[1]) == dry.dry_run_images  # not 128 steps of 200 classes
     later = zoo.load_epoch(spec, 5, device="cpu")  # the last epoch trained stands for the later ones
     assert all(torch.equal(a, b) for a, b in zip(later.state_dict().values(), model.state_dict().values()))
 
