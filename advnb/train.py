@@ -39,7 +39,7 @@ __all__ = ['OBJECTIVES', 'REGULARIZERS', 'CALLBACKS', 'register_objective', 'get
            'TrainContext', 'Callback', 'TrainSpec', 'default_precision', 'eval_attack_of', 'spec_fingerprint', 'lr_at',
            'build_from_spec', 'make_optimizer', 'make_callbacks', 'train_data', 'hold_on_device', 'eval_data',
            'training_loss', 'NonFiniteLossError', 'EpochSums', 'optimiser_step', 'trained_epochs', 'train_batch_size',
-           'TrainingFailedWarning', 'training_failure', 'train']
+           'train', 'TrainingFailedWarning', 'training_failure']
 
 # %% ../nbs/05_training.ipynb #1b0c932c
 OBJECTIVES = Registry("training objective", "register_objective")
@@ -439,24 +439,6 @@ def train_batch_size(spec: TrainSpec) -> int:
     s = get_settings()
     return min(spec.batch_size, s.dry_run_images) if s.dry_run else spec.batch_size
 
-# %% ../nbs/05_training.ipynb #0fccb1ec
-class TrainingFailedWarning(UserWarning):
-    "A trained model is at chance or its loss exploded: what is measured on it means nothing."
-
-
-def training_failure(spec: TrainSpec, history: list[dict]) -> str | None:
-    "Why the training of `spec` that `history` records failed (at chance, or an exploding loss), or None."
-    if not history or get_settings().dry_run:  # a dry run's models are a few steps old by design
-        return None
-    last, k = history[-1], dataset_info(spec.dataset).num_classes
-    why = []
-    if "test_n" in last and above_chance(last["test_acc"], last["test_n"], k) is not True:
-        why.append(f"test accuracy {last['test_acc']:.3f} on {last['test_n']} images is not above chance (1/{k} = {1 / k:.3f})")
-    if last["train_loss"] > 2 * math.log(k):
-        why.append(f"its training loss ended at {last['train_loss']:.4g}, over twice a uniform guess's ln {k} = {math.log(k):.3g}")
-    return None if not why else (f"{spec.name} after {last['epoch']} epochs: {'; '.join(why)}. What is measured on it means "
-                                 "nothing: lower lr, train longer, or check the data and the objective.")
-
 # %% ../nbs/05_training.ipynb #fdc0477b
 def train(spec: TrainSpec, out_dir: Path | str, device=None, resume: bool = True,
           show_progress: bool = True, stop_after_epoch: int | None = None) -> tuple[nn.Module, list[dict]]:
@@ -503,3 +485,21 @@ def train(spec: TrainSpec, out_dir: Path | str, device=None, resume: bool = True
         warnings.warn(failure, TrainingFailedWarning, stacklevel=2)
     model.eval()
     return model, history
+
+# %% ../nbs/05_training.ipynb #0fccb1ec
+class TrainingFailedWarning(UserWarning):
+    "A trained model is at chance or its loss exploded: what is measured on it means nothing."
+
+
+def training_failure(spec: TrainSpec, history: list[dict]) -> str | None:
+    "Why the training of `spec` that `history` records failed (at chance, or an exploding loss), or None."
+    if not history or get_settings().dry_run:  # a dry run's models are a few steps old by design
+        return None
+    last, k = history[-1], dataset_info(spec.dataset).num_classes
+    why = []
+    if "test_n" in last and above_chance(last["test_acc"], last["test_n"], k) is not True:
+        why.append(f"test accuracy {last['test_acc']:.3f} on {last['test_n']} images is not above chance (1/{k} = {1 / k:.3f})")
+    if last["train_loss"] > 2 * math.log(k):
+        why.append(f"its training loss ended at {last['train_loss']:.4g}, over twice a uniform guess's ln {k} = {math.log(k):.3g}")
+    return None if not why else (f"{spec.name} after {last['epoch']} epochs: {'; '.join(why)}. What is measured on it means "
+                                 "nothing: lower lr, train longer, or check the data and the objective.")
