@@ -32,11 +32,11 @@ import torch
 # %% auto #0
 __all__ = ['SCALES', 'PRECISIONS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SETTINGS_SECTION', 'DRY_RUN_FOLDER', 'VARIANT_CHARS',
            'VARIANT_MAX', 'SettingsError', 'Settings', 'find_settings_file', 'load_settings', 'get_settings',
-           'reports_folder', 'seed_everything', 'apply_torch_threads', 'torch_generator', 'get_device',
-           'mixed_precision', 'use_channels_last', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text',
-           'atomic_write_json', 'canonical_json', 'content_hash', 'normalized_source', 'code_fingerprint', 'Run',
-           'variant_name', 'start_run', 'current_run', 'output_name', 'output_meta', 'save_figure', 'notebook_outputs',
-           'forget_outputs', 'markdown_table', 'save_table', 'progress']
+           'reports_folder', 'dry_run_setting', 'seed_everything', 'apply_torch_threads', 'torch_generator',
+           'get_device', 'mixed_precision', 'use_channels_last', 'atomic_path', 'atomic_write_bytes',
+           'atomic_write_text', 'atomic_write_json', 'canonical_json', 'content_hash', 'normalized_source',
+           'code_fingerprint', 'Run', 'variant_name', 'start_run', 'current_run', 'output_name', 'output_meta',
+           'save_figure', 'notebook_outputs', 'forget_outputs', 'markdown_table', 'save_table', 'progress']
 
 # %% ../nbs/00_core.ipynb #6bd7579f
 SCALES = ("smoke", "quick", "paper")
@@ -212,6 +212,20 @@ def reports_folder(scale: str) -> str:
     if scale not in SCALES:
         raise SettingsError(f"scale={scale!r} is not one of {', '.join(SCALES)}")
     return f"{scale}-dry" if get_settings().dry_run else scale
+
+# %% ../nbs/00_core.ipynb #c1b47a51
+@contextlib.contextmanager
+def dry_run_setting(on: bool):
+    "The `dry_run` setting on or off (through `ADVNB_DRY_RUN`) inside the block; the variable and settings restored after."
+    saved = os.environ.get("ADVNB_DRY_RUN")
+    os.environ["ADVNB_DRY_RUN"] = "1" if on else "0"
+    try:
+        yield get_settings(reload=True)
+    finally:
+        if saved is None: os.environ.pop("ADVNB_DRY_RUN", None)
+        else: os.environ["ADVNB_DRY_RUN"] = saved
+        with contextlib.suppress(SettingsError):  # settings that cannot be read raised inside the block already
+            get_settings(reload=True)
 
 # %% ../nbs/00_core.ipynb #8162b717
 def seed_everything(seed: int, deterministic: bool = True) -> None:

@@ -27,7 +27,7 @@ from .train import TrainingFailedWarning, TrainSpec, build_from_spec, train, tra
 
 # %% auto #0
 __all__ = ['LOCK_POLL_S', 'zoo_dir', 'spec_dir', 'is_trained', 'model_lock', 'get', 'history', 'checkpoint_epochs',
-           'checkpoint_steps', 'load_checkpoint', 'load_epoch', 'cached_result', 'rekey']
+           'checkpoint_steps', 'load_checkpoint', 'load_epoch', 'cached_result', 'trained_specs', 'rekey']
 
 # %% ../nbs/06_zoo.ipynb #1ecdd249
 def zoo_dir(cache_dir: Path | str | None = None) -> Path:
@@ -269,6 +269,16 @@ def _recorded_spec(d: Path) -> dict | None:
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return None
+
+
+def trained_specs(cache_dir: Path | str | None = None) -> list[TrainSpec]:
+    "The specs whose training finished in the zoo of `cache_dir` (default: the `cache_dir` setting), read from `done.json`."
+    specs = []
+    for done in sorted(zoo_dir(cache_dir).glob("*/done.json")):
+        recorded = _recorded_spec(done.parent)
+        with contextlib.suppress(KeyError, ValueError, TypeError):  # e.g. an objective no plug-in registers any more
+            if recorded is not None: specs.append(TrainSpec.from_dict(recorded))
+    return specs
 
 
 def _write_spec_identity(d: Path, spec: TrainSpec) -> None:

@@ -104,7 +104,7 @@ def test_the_same_notebook_runs_through_with_settings_that_work(tmp_path, monkey
     assert "DRY RUN" in index and "paper dry run" in index
     check = (reports / "paper-dry" / "plan-check.md").read_text().splitlines()
     row = next(line for line in check if "simple_cnn-cifar10" in line).strip("|").split("|")
-    assert len(row) == 7 and 0.75 <= float(row[-1]) <= 1.33, check  # measured peak within 25% of the estimate
+    assert len(row) == 7 and 0.8 <= float(row[-1]) <= 1.33, check  # the estimate within 25% of the measured peak
 
 
 class CountingLinear(torch.nn.Module):

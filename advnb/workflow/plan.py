@@ -34,8 +34,8 @@ from .project import (MODELS_TAG, expand_grid, find_project, list_notebooks, loa
 # %% auto #0
 __all__ = ['TIGHT', 'PlanError', 'notebook_specs', 'split_size', 'passes_per_image', 'spec_cost', 'measure_step',
            'seconds_per_pass', 'saved_tensor_bytes', 'optimizer_buffers', 'estimate_memory', 'plan_beside_measured',
-           'outside_dry_run', 'trained_specs', 'plan_check', 'plan_device', 'device_present', 'device_memory_gb',
-           'step_cost', 'plan', 'memory_warnings', 'plan_markdown']
+           'plan_check', 'plan_device', 'device_present', 'device_memory_gb', 'step_cost', 'plan', 'memory_warnings',
+           'plan_markdown']
 
 # %% ../../nbs/07a_plan.ipynb #208ac394
 class PlanError(RuntimeError):
@@ -283,29 +283,6 @@ def plan_beside_measured(spec: TrainSpec, device=None, batch_size: int | None = 
             "estimated peak GB": estimate_memory(spec, m["batch"])["total"] / 1e9, "measured peak GB": m["peak bytes"] / 1e9}
 
 # %% ../../nbs/07a_plan.ipynb #0bf663f9
-@contextlib.contextmanager
-def outside_dry_run():
-    "Settings as if no dry run were on (the paper's attack iterations), restored on exit."
-    saved = os.environ.get("ADVNB_DRY_RUN")
-    os.environ["ADVNB_DRY_RUN"] = "0"
-    core.get_settings(reload=True)
-    try:
-        yield
-    finally:
-        if saved is None: os.environ.pop("ADVNB_DRY_RUN")
-        else: os.environ["ADVNB_DRY_RUN"] = saved
-        core.get_settings(reload=True)
-
-
-def trained_specs(cache_dir=None) -> list[TrainSpec]:
-    "The specs whose training finished in the zoo of `cache_dir` (default: the `cache_dir` setting), from their `done.json`."
-    specs = []
-    for done in sorted(zoo.zoo_dir(cache_dir).glob("*/done.json")):
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            specs.append(TrainSpec.from_dict(json.loads(done.read_text())["spec"]))
-    return specs
-
-
 def plan_check(specs: list[TrainSpec], device=None, cpu_batch: int = 8, steps: int = 1) -> pd.DataFrame:
     "`plan_beside_measured` for one spec per architecture and data set of `specs` (its heaviest step), with their ratio."
     device, heaviest = core.get_device(device), {}
@@ -314,7 +291,7 @@ def plan_check(specs: list[TrainSpec], device=None, cpu_batch: int = 8, steps: i
         if k not in heaviest or passes_per_image(s.objective, s.objective_kwargs) > \
                 passes_per_image(heaviest[k].objective, heaviest[k].objective_kwargs):
             heaviest[k] = s
-    with outside_dry_run():
+    with core.dry_run_setting(False):
         rows = [plan_beside_measured(s, device, s.batch_size if device.type == "cuda" else min(s.batch_size, cpu_batch),
                                      steps) for s in heaviest.values()]
     t = pd.DataFrame(rows, columns=["model", "device", "batch", "seconds per step", "estimated peak GB", "measured peak GB"])

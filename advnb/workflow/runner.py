@@ -26,14 +26,14 @@ from pathlib import Path
 import advnb
 from ..claims import forget_notebook
 from ..core import (SCALES, SettingsError, atomic_write_json, atomic_write_text, content_hash, find_settings_file,
-                        forget_outputs, get_device, get_settings, markdown_table, notebook_outputs, reports_folder,
-                        variant_name)
-from .plan import PlanError, plan, plan_check, plan_markdown, trained_specs
+                        dry_run_setting, forget_outputs, get_device, get_settings, markdown_table, notebook_outputs,
+                        reports_folder, variant_name)
+from .plan import PlanError, plan, plan_check, plan_markdown
 from .project import (RunnerError, expand_grid, find_project, is_report, last_state, list_notebooks,
                                     load_param_sets, notebook_parameters, parse_overrides, select_notebooks, state_path,
                                     validate_param_sets)
 from .site import build_site, install_mathjax, notebook_html
-from ..zoo import rekey, zoo_dir
+from ..zoo import rekey, trained_specs, zoo_dir
 
 # %% auto #0
 __all__ = ['EXECUTORS', 'SLURM_OPTIONS', 'package_fingerprint', 'notebook_fingerprint', 'render_html', 'NotebookInterrupted',
@@ -445,6 +445,32 @@ def rekey_command(dry_run: bool = False) -> int:
     return 0
 
 # %% ../../nbs/07_runner.ipynb #30725946
+def _command(a) -> int:
+    "Carry out the parsed command `a`; its exit status."
+    if a.cmd == "run":
+        slurm = {k: getattr(a, k) for k in SLURM_OPTIONS}
+        return 1 if run(a.scale, a.notebooks, a.jobs, a.force, a.project, a.reports_dir,
+                        overrides=parse_overrides(a.overrides), seeds=a.seeds, executor=a.executor, slurm=slurm,
+                        check_plan=a.check_plan) else 0
+    if a.cmd == "list":
+        list_status(a.project, a.reports_dir)
+        return 0
+    if a.cmd == "plan":
+        scale = a.scale or get_settings().scale
+        try:
+            table = plan(scale, a.notebooks, a.project, a.seeds, a.device, timing=not a.no_timing)
+        except PlanError as e:
+            raise RunnerError(str(e)) from None
+        print(plan_markdown(table, scale, a.device, a.memory_gb))
+        return 0
+    if a.cmd == "rekey":
+        return rekey_command(a.dry_run)
+    reports_root = a.reports_dir or get_settings().reports_dir
+    project = a.project or find_project()
+    print(build_index(reports_root, a.scale or get_settings().scale, list_notebooks(project)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `advnb` command (also `python -m advnb`)."
     ap = argparse.ArgumentParser(prog="advnb", description="Run advnb's notebooks and render reports.")
@@ -491,43 +517,14 @@ def main(argv: list[str] | None = None) -> int:
         if p.prog.endswith("report"):
             p.add_argument("--scale", choices=SCALES, default=None)
     a = ap.parse_args(argv)
-    dry_before = os.environ.get("ADVNB_DRY_RUN")
-    if getattr(a, "dry_run", False) and a.cmd == "run":
-        os.environ["ADVNB_DRY_RUN"] = "1"  # this process, its site and every kernel it starts (until main returns)
+    dry = dry_run_setting(True) if getattr(a, "dry_run", False) and a.cmd == "run" else contextlib.nullcontext()
     try:
-        get_settings(reload=True)  # the environment of this command, read (and checked) before anything runs
-        if a.cmd == "run":
-            slurm = {k: getattr(a, k) for k in SLURM_OPTIONS}
-            return 1 if run(a.scale, a.notebooks, a.jobs, a.force, a.project, a.reports_dir,
-                            overrides=parse_overrides(a.overrides), seeds=a.seeds, executor=a.executor, slurm=slurm,
-                            check_plan=a.check_plan) else 0
-        if a.cmd == "list":
-            list_status(a.project, a.reports_dir)
-            return 0
-        if a.cmd == "plan":
-            scale = a.scale or get_settings().scale
-            try:
-                table = plan(scale, a.notebooks, a.project, a.seeds, a.device, timing=not a.no_timing)
-            except PlanError as e:
-                raise RunnerError(str(e)) from None
-            print(plan_markdown(table, scale, a.device, a.memory_gb))
-            return 0
-        if a.cmd == "rekey":
-            return rekey_command(a.dry_run)
-        reports_root = a.reports_dir or get_settings().reports_dir
-        project = a.project or find_project()
-        print(build_index(reports_root, a.scale or get_settings().scale, list_notebooks(project)))
-        return 0
+        with dry:  # this process, its site and every kernel it starts; restored when main returns (a test, a script)
+            get_settings(reload=True)  # the environment of this command, read (and checked) before anything runs
+            return _command(a)
     except (RunnerError, SettingsError) as e:
         print(f"advnb: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("advnb: interrupted", file=sys.stderr)
         return 130
-    finally:
-        if os.environ.get("ADVNB_DRY_RUN") != dry_before:  # main() called in a process that goes on (a test, a script)
-            if dry_before is None:
-                os.environ.pop("ADVNB_DRY_RUN")
-            else:
-                os.environ["ADVNB_DRY_RUN"] = dry_before
-            get_settings(reload=True)
