@@ -857,6 +857,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                        'advnb.workflow.runner._run_one': ('runner.html#_run_one', 'advnb/workflow/runner.py'),
                                        'advnb.workflow.runner._seed_list': ('runner.html#_seed_list', 'advnb/workflow/runner.py'),
                                        'advnb.workflow.runner.build_index': ('runner.html#build_index', 'advnb/workflow/runner.py'),
+                                       'advnb.workflow.runner.kernel_threads': ('runner.html#kernel_threads', 'advnb/workflow/runner.py'),
                                        'advnb.workflow.runner.list_status': ('runner.html#list_status', 'advnb/workflow/runner.py'),
                                        'advnb.workflow.runner.main': ('runner.html#main', 'advnb/workflow/runner.py'),
                                        'advnb.workflow.runner.notebook_fingerprint': ( 'runner.html#notebook_fingerprint',

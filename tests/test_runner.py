@@ -196,3 +196,17 @@ def test_set_is_validated_against_every_named_notebook_and_needs_names(project):
         runner.run("smoke", project=project, reports_dir=reports, log=lambda *_: None, overrides={"n": 4})
     assert not (reports / "smoke").exists()
     assert runner.parse_overrides(["n=4", "rate=0.5", "name=y", "ls=[1, 2]"]) == {"n": 4, "rate": 0.5, "name": "y", "ls": [1, 2]}
+
+
+def test_kernels_under_jobs_share_the_cores(tmp_path):
+    import torch
+    body = ("import torch, pandas as pd\nfrom advnb.core import start_run, save_table\n"
+            "run = start_run(NAME, scale=scale, seed=seed)\n"
+            "save_table(pd.DataFrame({'threads': [torch.get_num_threads()]}), NAME, paper='K', number=1)")
+    project = make_project(tmp_path, {s: ('scale = "smoke"\nseed = 0', body.replace("NAME", repr(s)))
+                                      for s in ("k_one", "k_two")})
+    logs, reports = [], project / "reports"
+    assert runner.run("smoke", project=project, reports_dir=reports, jobs=2, log=logs.append) == 0, logs
+    used = [int(next((reports / "smoke" / "tables").glob(f"K_table1_{s}.csv")).read_text().split(",")[-1])
+            for s in ("k_one", "k_two")]
+    assert all(n >= 1 for n in used) and sum(used) <= torch.get_num_threads(), (used, torch.get_num_threads())

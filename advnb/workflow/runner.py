@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 import advnb
 from ..claims import forget_notebook
 from ..core import (SCALES, SettingsError, atomic_write_json, atomic_write_text, content_hash, find_settings_file,
@@ -38,7 +40,7 @@ from ..zoo import rekey, trained_specs, zoo_dir
 # %% auto #0
 __all__ = ['EXECUTORS', 'SLURM_OPTIONS', 'package_fingerprint', 'notebook_fingerprint', 'render_html', 'NotebookInterrupted',
            'run_notebook', 'build_index', 'report_fingerprint', 'slurm_options', 'submitit_parameters', 'submit_jobs',
-           'run', 'list_status', 'rekey_command', 'main']
+           'kernel_threads', 'run', 'list_status', 'rekey_command', 'main']
 
 # %% ../../nbs/07_runner.ipynb #a72169de
 def package_fingerprint() -> str:
@@ -82,9 +84,10 @@ class NotebookInterrupted(KeyboardInterrupt):
 
 
 def run_notebook(path: Path, scale: str, params: dict, reports_root: Path, kernel_name: str = "python3",
-                 variant: str = "") -> dict:
+                 variant: str = "", threads: int | None = None) -> dict:
     """Execute one notebook with papermill into `reports_root/<scale>/`, render HTML; return its state record.
-    A `variant` (a parameter override's name) renders to `<stem>@<variant>` and tags the run's outputs (`ADVNB_VARIANT`)."""
+    A `variant` (a parameter override's name) renders to `<stem>@<variant>` and tags the run's outputs (`ADVNB_VARIANT`);
+    `threads` (`kernel_threads`) sets the kernel's `torch_threads`."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     path, reports_root = Path(path), Path(reports_root)
@@ -97,7 +100,8 @@ def run_notebook(path: Path, scale: str, params: dict, reports_root: Path, kerne
     forget_notebook(stem, reports)
     kernel_env = dict(ADVNB_REPORTS_DIR=str(reports_root.resolve()), ADVNB_CACHE_DIR=str(settings.cache_dir),
                       ADVNB_DATA_ROOT=str(settings.data_root), ADVNB_PLAIN_PROGRESS="1",
-                      PYDEVD_DISABLE_FILE_VALIDATION="1", ADVNB_VARIANT=variant or None)
+                      PYDEVD_DISABLE_FILE_VALIDATION="1", ADVNB_VARIANT=variant or None,
+                      **({"ADVNB_TORCH_THREADS": str(threads)} if threads else {}))
     saved_env = {k: os.environ.get(k) for k in kernel_env}
     os.environ.update({k: v for k, v in kernel_env.items() if v is not None})  # the kernel inherits it; restored below
     if not variant:
@@ -260,16 +264,27 @@ def _job_state(job, stem: str, reports: Path) -> dict:
     shutil.rmtree(job.paths.folder, ignore_errors=True)  # submitit's pickles and logs: copied above, not for the site
     return state
 
+# %% ../../nbs/07_runner.ipynb #7fdf7e96
+def kernel_threads(jobs: int, environ: dict | None = None) -> int | None:
+    """The torch threads each of `jobs` kernels running at once gets: the cores shared out, at least one; None (the
+    kernel decides, through `apply_torch_threads`) for one kernel or when the `torch_threads` setting is set."""
+    environ = os.environ if environ is None else environ
+    if jobs <= 1 or get_settings().torch_threads:
+        return None
+    slurm = environ.get("SLURM_CPUS_PER_TASK", "")
+    cores = int(slurm) if slurm.isdigit() else torch.get_num_threads()
+    return max(1, cores // jobs)
+
 # %% ../../nbs/07_runner.ipynb #dd328d9e
 def _run_one(args):
     "Run one notebook, its state file saying `running` until it ends (so a killed run is never taken for ok)."
     path, scale, params, reports_root, fingerprint, *rest = args
-    variant = rest[0] if rest else ""
+    variant, threads = (list(rest) + ["", None])[:2]
     state_file = state_path(Path(reports_root) / reports_folder(scale), Path(path).stem + (f"@{variant}" if variant else ""))
     atomic_write_json(state_file, {"notebook": Path(path).name, "scale": scale, "params": params, "status": "running",
                                    "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
     try:
-        state = run_notebook(path, scale, params, reports_root, variant=variant)
+        state = run_notebook(path, scale, params, reports_root, variant=variant, threads=threads)
     except NotebookInterrupted as e:
         atomic_write_json(state_file, e.state)
         raise
@@ -340,8 +355,11 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
                 fp = notebook_fingerprint(nb, params, scale)
                 if due(nb, fp, name):
                     todo.append((nb, scale, params, reports_root, fp, name))
+    threads = kernel_threads(min(jobs, len(todo)) if executor == "local" else 1)  # a Slurm job has its own cores
+    todo = [(*item, threads) for item in todo]
     how = f"jobs={jobs}" if executor == "local" else f"executor={executor}"
     dry = " (dry run: look-alike data, a few steps per model)" if get_settings().dry_run else ""
+    how += f", {threads} torch thread(s) per kernel" if threads else ""
     log(f"advnb run: scale={scale}{dry}, {len(todo)} notebook(s) to run, {how}, reports in {reports}")
     failed, done, t_start = [], [], time.time()
     def report(state):
