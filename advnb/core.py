@@ -22,21 +22,24 @@ import random
 import sys
 import sysconfig
 import tempfile
+import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import torch
+from tqdm.std import tqdm as tqdm_std
 
 # %% auto #0
 __all__ = ['SCALES', 'PRECISIONS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SETTINGS_SECTION', 'DRY_RUN_FOLDER', 'VARIANT_CHARS',
-           'VARIANT_MAX', 'SettingsError', 'Settings', 'find_settings_file', 'load_settings', 'get_settings',
-           'reports_folder', 'dry_run_setting', 'seed_everything', 'apply_torch_threads', 'torch_generator',
-           'get_device', 'mixed_precision', 'use_channels_last', 'atomic_path', 'atomic_write_bytes',
+           'VARIANT_MAX', 'PROGRESS_FILE_VARIABLE', 'SettingsError', 'Settings', 'find_settings_file', 'load_settings',
+           'get_settings', 'reports_folder', 'dry_run_setting', 'seed_everything', 'apply_torch_threads',
+           'torch_generator', 'get_device', 'mixed_precision', 'use_channels_last', 'atomic_path', 'atomic_write_bytes',
            'atomic_write_text', 'atomic_write_json', 'canonical_json', 'content_hash', 'normalized_source',
            'code_fingerprint', 'Run', 'variant_name', 'start_run', 'current_run', 'output_name', 'output_meta',
-           'save_figure', 'notebook_outputs', 'forget_outputs', 'markdown_table', 'save_table', 'progress']
+           'save_figure', 'notebook_outputs', 'forget_outputs', 'markdown_table', 'save_table', 'report_progress',
+           'TextBar', 'progress']
 
 # %% ../nbs/00_core.ipynb #6bd7579f
 SCALES = ("smoke", "quick", "paper")
@@ -144,7 +147,7 @@ def find_settings_file(environ: dict | None = None, start: Path | None = None) -
     return None
 
 # %% ../nbs/00_core.ipynb #69c1f31e
-_OTHER_VARIABLES = ("SETTINGS", "PLAIN_PROGRESS", "VARIANT")  # ADVNB_* variables that are not settings
+_OTHER_VARIABLES = ("SETTINGS", "PLAIN_PROGRESS", "PROGRESS_FILE", "VARIANT")  # ADVNB_* variables that are not settings
 DRY_RUN_FOLDER = "dry-run"  # a dry run's cache, inside the cache_dir setting
 
 
@@ -623,14 +626,59 @@ def save_table(df, name: str, paper: str | None = None, number: str | int | None
     output_meta(csv, run, caption=caption, dataset=dataset, models=models)
     return [csv, md]
 
-# %% ../nbs/00_core.ipynb #fe4c96d3
-def progress(iterable: Iterable | None = None, **kwargs):
-    "A tqdm progress bar suited to where we run (widget in Jupyter, sparse text under `advnb run`)."
+# %% ../nbs/00_core.ipynb #2f55c287
+PROGRESS_FILE_VARIABLE = ENV_PREFIX + "PROGRESS_FILE"  # set by `advnb run`: where a kernel's bars report
+_reporting_bars: list = []  # this process's open text bars, oldest first
+_last_report = [0.0]
+
+
+def report_progress(force: bool = False, every: float = 1.0) -> dict | None:
+    """Write the state of this process's open text bars to `$ADVNB_PROGRESS_FILE` (at most every `every` seconds
+    unless `force`); what was written, or None. Progress is a courtesy: a write that fails never stops a notebook."""
+    path, now = os.environ.get(PROGRESS_FILE_VARIABLE), time.time()
+    if not path or (not force and now - _last_report[0] < every):
+        return None
+    _last_report[0] = now
+    state = {"updated": now, "bars": [{"desc": b.desc, "n": b.n, "total": b.total, "elapsed": now - b.start_t,
+                                       "postfix": b.postfix or "", "model": b.model} for b in _reporting_bars]}
+    with contextlib.suppress(OSError):
+        tmp = f"{path}.{os.getpid()}.tmp"
+        Path(tmp).write_text(json.dumps(state))
+        os.replace(tmp, path)  # the reader sees the old state or the new one, never half of one
+    return state
+
+# %% ../nbs/00_core.ipynb #e9a401ff
+class TextBar(tqdm_std):
+    "A text bar drawn at most every `draw_every` seconds that reports its state (`report_progress`) as it moves."
+
+    def __init__(self, *args, model: str | None = None, draw_every: float = 10.0, **kwargs):
+        self.model, self.draw_every, self._drawn = model, draw_every, 0.0
+        super().__init__(*args, **kwargs)
+        if not self.disable:
+            _reporting_bars.append(self)
+            report_progress(force=True)
+
+    def display(self, msg=None, pos=None):
+        report_progress()
+        if msg is None and time.time() - self._drawn < self.draw_every:
+            return True  # moved, but not yet drawn again
+        self._drawn = time.time()
+        return super().display(msg, pos)
+
+    def close(self):
+        if self in _reporting_bars:
+            _reporting_bars.remove(self)
+            self.draw_every = 0.0  # the last state is drawn
+            report_progress(force=True)
+        super().close()
+
+
+def progress(iterable: Iterable | None = None, model: str | None = None, **kwargs):
+    "A tqdm progress bar suited to where we run: a widget in Jupyter, a `TextBar` under `advnb run` (`model`: what it trains)."
     if os.environ.get(ENV_PREFIX + "PLAIN_PROGRESS"):
-        from tqdm.std import tqdm
-        kwargs.setdefault("mininterval", 10.0)
+        kwargs.setdefault("mininterval", 1.0)  # moves every second (reported); drawn every 10 s
         kwargs.setdefault("ascii", True)
         kwargs.setdefault("ncols", 100)
-    else:
-        from tqdm.auto import tqdm
+        return TextBar(iterable, model=model, **kwargs)
+    from tqdm.auto import tqdm
     return tqdm(iterable, **kwargs)

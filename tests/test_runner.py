@@ -210,3 +210,19 @@ def test_kernels_under_jobs_share_the_cores(tmp_path):
     used = [int(next((reports / "smoke" / "tables").glob(f"K_table1_{s}.csv")).read_text().split(",")[-1])
             for s in ("k_one", "k_two")]
     assert all(n >= 1 for n in used) and sum(used) <= torch.get_num_threads(), (used, torch.get_num_threads())
+
+
+def test_the_display_shows_a_model_training_inside_a_papermill_kernel(tmp_path, isolated_settings, monkeypatch):
+    monkeypatch.setattr(runner, "POLL_SECONDS", 0.05)
+    body = ("from advnb.train import TrainSpec\nfrom advnb import zoo\n"
+            "spec = TrainSpec(arch='simple_cnn', dataset='synthetic-mnist', n_per_class=150, eval_n_per_class=3,"
+            " batch_size=4, lr=0.05, epochs=2, milestones=(), seed=3)\nzoo.get(spec, device='cpu')\nprint(spec.name)")
+    project = make_project(tmp_path / "p", {"t_train": ('scale = "smoke"\nseed = 0', body)})
+    logs = []
+    assert runner.run("smoke", project=project, reports_dir=tmp_path / "r", log=logs.append) == 0, logs
+    from advnb.train import TrainSpec
+    name = TrainSpec(arch="simple_cnn", dataset="synthetic-mnist", n_per_class=150, eval_n_per_class=3, batch_size=4,
+                     lr=0.05, epochs=2, milestones=(), seed=3).name
+    epochs = [line for line in logs if line.strip().startswith(f"t_train: {name} epoch")]
+    assert [line.split(" · ")[0].split()[-1] for line in epochs] == ["1/2", "2/2"], logs  # a line per epoch, in a log
+    assert not (tmp_path / "r" / "smoke" / runner.PROGRESS_FOLDER / "t_train.json").exists()  # removed when it ended

@@ -20,10 +20,12 @@ import multiprocessing
 import os
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
 import torch
+from tqdm.std import tqdm as tqdm_std
 
 import advnb
 from ..claims import forget_notebook
@@ -38,9 +40,10 @@ from .site import build_site, install_mathjax, notebook_html
 from ..zoo import rekey, trained_specs, zoo_dir
 
 # %% auto #0
-__all__ = ['EXECUTORS', 'SLURM_OPTIONS', 'package_fingerprint', 'notebook_fingerprint', 'render_html', 'NotebookInterrupted',
-           'run_notebook', 'build_index', 'report_fingerprint', 'slurm_options', 'submitit_parameters', 'submit_jobs',
-           'kernel_threads', 'run', 'list_status', 'rekey_command', 'main']
+__all__ = ['EXECUTORS', 'SLURM_OPTIONS', 'PROGRESS_FOLDER', 'POLL_SECONDS', 'package_fingerprint', 'notebook_fingerprint',
+           'render_html', 'NotebookInterrupted', 'run_notebook', 'build_index', 'report_fingerprint', 'slurm_options',
+           'submitit_parameters', 'submit_jobs', 'kernel_threads', 'progress_path', 'read_progress', 'describe_bar',
+           'time_left', 'duration', 'run_estimates', 'RunDisplay', 'run', 'list_status', 'rekey_command', 'main']
 
 # %% ../../nbs/07_runner.ipynb #a72169de
 def package_fingerprint() -> str:
@@ -101,6 +104,7 @@ def run_notebook(path: Path, scale: str, params: dict, reports_root: Path, kerne
     kernel_env = dict(ADVNB_REPORTS_DIR=str(reports_root.resolve()), ADVNB_CACHE_DIR=str(settings.cache_dir),
                       ADVNB_DATA_ROOT=str(settings.data_root), ADVNB_PLAIN_PROGRESS="1",
                       PYDEVD_DISABLE_FILE_VALIDATION="1", ADVNB_VARIANT=variant or None,
+                      ADVNB_PROGRESS_FILE=str(progress_path(reports, stem)),
                       **({"ADVNB_TORCH_THREADS": str(threads)} if threads else {}))
     saved_env = {k: os.environ.get(k) for k in kernel_env}
     os.environ.update({k: v for k, v in kernel_env.items() if v is not None})  # the kernel inherits it; restored below
@@ -111,6 +115,7 @@ def run_notebook(path: Path, scale: str, params: dict, reports_root: Path, kerne
     if variant:
         state["variant"] = variant
     t0 = time.time()
+    atomic_write_json(progress_path(reports, stem), {"updated": t0, "bars": []})  # running, before its first bar
     try:
         with _quiet_papermill():
             pm.execute_notebook(str(path), str(out_nb), parameters={**params, "scale": scale}, kernel_name=kernel_name,
@@ -129,6 +134,7 @@ def run_notebook(path: Path, scale: str, params: dict, reports_root: Path, kerne
     except Exception as e:  # the kernel died, the notebook is not valid JSON, ...
         state.update(status="failed", error=f"{type(e).__name__}: {e}", failed_cell=None)
     finally:
+        progress_path(reports, stem).unlink(missing_ok=True)
         for k, v in saved_env.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -292,6 +298,144 @@ def _run_one(args):
     atomic_write_json(state_file, state)
     return state
 
+# %% ../../nbs/07_runner.ipynb #6551fb65
+PROGRESS_FOLDER = ".progress"  # in reports/<scale>/: one file per running kernel
+POLL_SECONDS = 1.0  # how often the display reads them
+
+
+def progress_path(reports: Path, stem: str) -> Path:
+    "The file the kernel of notebook `stem` reports its progress bars to."
+    return Path(reports) / PROGRESS_FOLDER / f"{stem}.json"
+
+
+def read_progress(reports: Path) -> dict[str, list[dict]]:
+    "The open bars of each running notebook (by stem), oldest first; a file that cannot be read shows none."
+    out = {}
+    for f in sorted((Path(reports) / PROGRESS_FOLDER).glob("*.json")):
+        try:
+            bars = json.loads(f.read_text())["bars"]
+        except (OSError, ValueError, KeyError, TypeError):
+            bars = []
+        out[f.stem] = [b for b in bars if isinstance(b, dict)] if isinstance(bars, list) else []
+    return out
+
+
+def describe_bar(bar: dict) -> str:
+    "What a reported bar says, in a few words: `cnn-...: epoch 3/10 120/469`."
+    total = f"/{bar['total']:g}" if isinstance(bar.get("total"), (int, float)) else ""
+    return f"{bar['model'] + ': ' if bar.get('model') else ''}{bar.get('desc', '')} {bar.get('n', 0):g}{total}".strip()
+
+# %% ../../nbs/07_runner.ipynb #3721c1d1
+def time_left(estimates: dict[str, float | None], finished: dict[str, float], running: dict[str, float],
+              jobs: int = 1) -> float | None:
+    """Seconds left: each unfinished notebook's estimate, times the finished ones' total actual / estimated seconds,
+    less what it has run (`running`: seconds so far), never below zero; shared by `jobs` kernels. None if one is unknown."""
+    est = sum(estimates[s] for s in finished if estimates.get(s))
+    ratio = sum(finished[s] for s in finished if estimates.get(s)) / est if est else 1.0
+    left = 0.0
+    for stem, e in estimates.items():
+        if stem in finished:
+            continue
+        if e is None:
+            return None
+        left += max(0.0, e * ratio - running.get(stem, 0.0))
+    return left / max(1, min(jobs, len(estimates) - len(finished)))
+
+
+def duration(seconds: float) -> str:
+    "`42 s`, `12 min`, `3.4 h`: a length of time as a person says it."
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+# %% ../../nbs/07_runner.ipynb #6d5aa501
+def run_estimates(todo: list, reports: Path, scale: str, project: Path, seeds=None, log=print) -> dict[str, float | None]:
+    """Seconds each render in `todo` (`run`'s items) is expected to take: its last successful run's at this scale, else
+    (quick and paper scale, not a dry run) the plan's hours for the models it trains; None where neither is known."""
+    stems = {item[0].stem + (f"@{item[5]}" if item[5] else ""): item[0].stem for item in todo}
+    out = {}
+    for stem in stems:
+        st = last_state(reports, stem)
+        out[stem] = float(st["seconds"]) if st and st.get("status") == "ok" and isinstance(st.get("seconds"), (int, float)) \
+            else None
+    unknown = sorted({stems[s] for s, v in out.items() if v is None})
+    if not unknown or scale == "smoke" or get_settings().dry_run:
+        return out
+    log(f"advnb run: timing the plan's training steps for {len(unknown)} notebook(s) never run here (advnb plan)")
+    try:
+        table = plan(scale, unknown, project, seeds, memory=False)
+    except Exception as e:  # an estimate is a courtesy: the run goes on without one
+        log(f"advnb run: no time estimate ({type(e).__name__}: {e})")
+        return out
+    hours = table.groupby("notebook")["hours"].sum(min_count=1)
+    for stem, base in stems.items():
+        if out[stem] is None and (h := hours.get(stem, hours.get(base, 0.0 if base in unknown else None))) is not None:
+            out[stem] = None if h != h else 3600 * float(h)  # NaN: not timed on this machine
+    return out
+
+# %% ../../nbs/07_runner.ipynb #5a4bc69c
+class RunDisplay:
+    """`advnb run`'s display while notebooks run (`read_progress`, `time_left`). `interactive`: one tqdm line that
+    updates (default: when `log` is `print` and stderr a terminal); else `log` gets a line when a model starts an epoch."""
+
+    def __init__(self, reports: Path, estimates: dict, jobs: int = 1, log=print, interactive: bool | None = None):
+        self.reports, self.estimates, self.jobs, self.log = Path(reports), dict(estimates), jobs, log
+        self.interactive = (log is print and sys.stderr.isatty()) if interactive is None else interactive
+        self.finished, self.started, self.said = {}, {}, {}
+        self.bar = tqdm_std(total=len(estimates), bar_format="{n_fmt}/{total_fmt} notebooks done, {elapsed}{postfix}",
+                            dynamic_ncols=True, file=sys.stderr) if self.interactive else None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self):
+        shutil.rmtree(self.reports / PROGRESS_FOLDER, ignore_errors=True)  # a killed run's files
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        if self.bar is not None:
+            self.bar.close()
+
+    def say(self, msg: str) -> None:
+        "A line of the run's log, written above the updating line."
+        if self.bar is None:
+            self.log(msg)
+        else:
+            with tqdm_std.external_write_mode():
+                self.log(msg)
+
+    def notebook_done(self, stem: str, seconds: float) -> None:
+        self.finished[stem] = seconds
+        if self.bar is not None and stem in self.estimates:  # a report notebook, run after the others, is not counted
+            self.bar.update(1)
+
+    def time_left(self) -> float | None:
+        now = time.time()
+        return time_left(self.estimates, self.finished, {s: now - t for s, t in self.started.items()}, self.jobs)
+
+    def _left(self) -> str:
+        left = self.time_left()
+        return "time left unknown" if left is None else f"about {duration(left)} left"
+
+    def refresh(self) -> None:
+        running = {s: bars for s, bars in read_progress(self.reports).items() if s not in self.finished}
+        for stem in running:
+            self.started.setdefault(stem, time.time())
+        if self.bar is not None:
+            now = "; ".join(f"{s} {describe_bar(b[-1]) if b else ''}".strip() for s, b in running.items())
+            self.bar.set_postfix_str(f"{now} · {self._left()}" if now else self._left())
+            return
+        for stem, bars in running.items():
+            trained = [b for b in bars if b.get("model")]
+            if trained and self.said.get(stem) != (trained[-1]["model"], trained[-1].get("desc")):
+                self.said[stem] = (trained[-1]["model"], trained[-1].get("desc"))
+                self.log(f"       {stem}: {trained[-1]['model']} {trained[-1].get('desc', '')} · {self._left()}")
+
+    def _poll(self) -> None:
+        while not self._stop.wait(POLL_SECONDS):
+            with contextlib.suppress(Exception):  # the display never stops a run
+                self.refresh()
+
 # %% ../../nbs/07_runner.ipynb #66174377
 def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1, force: bool = False,
         project: Path | None = None, reports_dir: Path | None = None, log=print, overrides: dict | None = None,
@@ -361,44 +505,50 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
     dry = " (dry run: look-alike data, a few steps per model)" if get_settings().dry_run else ""
     how += f", {threads} torch thread(s) per kernel" if threads else ""
     log(f"advnb run: scale={scale}{dry}, {len(todo)} notebook(s) to run, {how}, reports in {reports}")
+    estimates = run_estimates(todo, reports, scale, project, seeds, log)
+    kernels = min(jobs, len(todo)) if executor == "local" else len(todo)
     failed, done, t_start = [], [], time.time()
-    def report(state):
-        stem = Path(state["notebook"]).stem + (f"@{state['variant']}" if state.get("variant") else "")
-        msg = f"{state['status']:6} {stem:24} {state['seconds']:7.1f} s  -> {reports / (stem + '.html')}"
-        if state["status"] != "ok":
-            failed.append(state)
-            if state.get("failed_cell") is None:
-                msg += f"\n       the notebook did not run to a cell's error (the kernel died?): {state.get('error')}"
-            else:
-                msg += f"\n       cell {state.get('failed_cell')} raised {state.get('error')}"
-        done.append(state)
-        log(msg)
-    try:
-        if executor != "local" and todo:
-            for state in submit_jobs(todo, executor, slurm_options(slurm), reports, log):
-                report(state)
-        elif jobs > 1 and len(todo) > 1:
-            with cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
-                for state in ex.map(_run_one, todo):
+    with RunDisplay(reports, estimates, kernels, log) as display:
+        def report(state):
+            stem = Path(state["notebook"]).stem + (f"@{state['variant']}" if state.get("variant") else "")
+            msg = f"{state['status']:6} {stem:24} {state['seconds']:7.1f} s  -> {reports / (stem + '.html')}"
+            if state["status"] != "ok":
+                failed.append(state)
+                if state.get("failed_cell") is None:
+                    msg += f"\n       the notebook did not run to a cell's error (the kernel died?): {state.get('error')}"
+                else:
+                    msg += f"\n       cell {state.get('failed_cell')} raised {state.get('error')}"
+            done.append(state)
+            display.notebook_done(stem, state["seconds"])
+            display.say(msg)
+        try:
+            if executor != "local" and todo:
+                for state in submit_jobs(todo, executor, slurm_options(slurm), reports, display.say):
                     report(state)
-        else:
-            for item in todo:
-                report(_run_one(item))
-        for nb in notebooks:  # the reports, after every other notebook (also with --jobs > 1), whether selected or not
-            if is_report(nb):
-                params = param_sets.get(nb.stem, {})
-                fp = report_fingerprint(nb, params, scale, reports, notebooks)
-                if due(nb, fp):
-                    report(_run_one((nb, scale, params, reports_root, fp, "")))
-    except KeyboardInterrupt as e:
-        where = e.state["notebook"] if isinstance(e, NotebookInterrupted) else "between notebooks"
-        index = build_index(reports_root, scale, notebooks)
-        log(f"advnb run: interrupted ({where}); {len(done)} finished, what was running is marked interrupted and "
-            f"runs again next time; index: {index}")
-        raise
+            elif jobs > 1 and len(todo) > 1:
+                with cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
+                    for state in ex.map(_run_one, todo):
+                        report(state)
+            else:
+                for item in todo:
+                    report(_run_one(item))
+            for nb in notebooks:  # the reports, after every other notebook (also with --jobs > 1), whether selected or not
+                if is_report(nb):
+                    params = param_sets.get(nb.stem, {})
+                    fp = report_fingerprint(nb, params, scale, reports, notebooks)
+                    if due(nb, fp):
+                        report(_run_one((nb, scale, params, reports_root, fp, "")))
+        except KeyboardInterrupt as e:
+            where = e.state["notebook"] if isinstance(e, NotebookInterrupted) else "between notebooks"
+            index = build_index(reports_root, scale, notebooks)
+            display.say(f"advnb run: interrupted ({where}); {len(done)} finished, what was running is marked "
+                        f"interrupted and runs again next time; index: {index}")
+            raise
     index = build_index(reports_root, scale, notebooks)
+    known = [v for v in estimates.values() if v is not None]
+    planned = f" (estimated {duration(sum(known) / max(1, kernels))})" if known and len(known) == len(estimates) else ""
     log(f"advnb run: {len(done) - len(failed)} ok, {len(failed)} failed, {skipped} skipped (unchanged) in "
-        f"{time.time() - t_start:.0f} s; index: {index}")
+        f"{time.time() - t_start:.0f} s{planned}; index: {index}")
     if failed:
         log(f"failed: {', '.join(Path(s['notebook']).stem for s in failed)} (their rendered output shows the failing cell)")
     if check_plan:
