@@ -31,10 +31,11 @@ from ..registry import load_plugins
 from .project import MODELS_TAG, last_state
 
 # %% auto #0
-__all__ = ['MATHJAX_URL', 'LEFTOVER_AGE_S', 'TEMPLATE_DIR', 'SCALE_NOTES', 'DRY_RUN_BANNER', 'VERDICTS', 'mathjax_source',
-           'install_mathjax', 'remove_leftovers', 'notebook_html', 'remote_resources', 'parse_output_name',
-           'run_parameters', 'model_parameter_names', 'is_dataset_parameter', 'describe_run', 'outputs', 'paper_titles',
-           'scales_run', 'claim_rows', 'format_value', 'site_environment', 'table_html', 'build_site']
+__all__ = ['MATHJAX_URL', 'LEFTOVER_AGE_S', 'TEMPLATE_DIR', 'SCALE_NOTES', 'DRY_RUN_TEXT', 'DRY_RUN_STYLE', 'DRY_RUN_BANNER',
+           'VERDICTS', 'mathjax_source', 'install_mathjax', 'remove_leftovers', 'notebook_html', 'remote_resources',
+           'parse_output_name', 'run_parameters', 'model_parameter_names', 'is_dataset_parameter', 'describe_run',
+           'outputs', 'paper_titles', 'scales_run', 'claim_rows', 'format_value', 'site_environment', 'table_html',
+           'build_site']
 
 # %% ../../nbs/09_site.ipynb #0fe5ccc9
 MATHJAX_URL = "_static/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"  # relative to reports/<scale>/
@@ -96,9 +97,10 @@ SCALE_NOTES = {  # on every page of a scale's site: what the scale is, and what 
              "few epochs on a CPU. Its verdicts say whether each effect shows in that regime, not at the papers' settings.",
     "paper": "Paper scale: the papers' data sets, architectures and settings.",
 }
-DRY_RUN_BANNER = ('<div style="background:#8a1c1c;color:#fff;padding:.6em 2em;font-weight:bold">DRY RUN: synthetic '
-                  'look-alike data, every model a few steps. It checks that the code runs at these settings; its '
-                  'numbers, figures and verdicts mean nothing.</div>')
+DRY_RUN_TEXT = ("DRY RUN: synthetic look-alike data, every model a few steps. It checks that the code runs at these "
+                "settings; its numbers, figures and verdicts mean nothing.")
+DRY_RUN_STYLE = "background:#8a1c1c;color:#fff;padding:.6em 2em;font-weight:bold"  # a rendered notebook has no site.css
+DRY_RUN_BANNER = f'<div style="{DRY_RUN_STYLE}">{DRY_RUN_TEXT}</div>'
 
 
 def notebook_html(ipynb: Path, mathjax_url: str = MATHJAX_URL) -> str:
@@ -383,7 +385,8 @@ def build_site(reports_root: Path, scale: str, stems: list[str] | None = None) -
     env = site_environment()
     scales = [s for s in SCALES if s == scale or (reports_root / reports_folder(s) / "index.html").exists()]  # to link to
     common = dict(css=Markup((TEMPLATE_DIR / "site" / "site.css").read_text()), scale=scale, scales=scales, verdicts=VERDICTS,
-                  folders={s: reports_folder(s) for s in scales}, dry=get_settings().dry_run, scale_note=SCALE_NOTES[scale],
+                  folders={s: reports_folder(s) for s in scales}, scale_note=SCALE_NOTES[scale],
+                  dry=DRY_RUN_TEXT if get_settings().dry_run else "",
                   pages=[{"href": g["href"], "short": g["short"].replace("Paper ", "")} for g in groups])
     status = {}
     for n in notebooks:
