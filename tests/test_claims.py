@@ -114,3 +114,32 @@ def test_above_chance_by_the_one_rule():
     assert above_chance(0.16, 100, 10) is None  # 0.06 above with an SE of 0.037: within noise
     assert above_chance(0.2, 100, 10) is True  # 0.10 above, SE 0.04
     assert above_chance(0.5, 0, 2) is None
+
+
+def test_accuracy_difference_se_takes_each_accuracy_at_its_own_sample_size():
+    # √(0.25/100 + 0.25/25) = √0.0125: the second accuracy measured on a quarter of the images
+    assert claims.accuracy_difference_se(0.5, 100, 0.5, 25) == pytest.approx(0.0125 ** 0.5)
+
+
+def test_paired_difference_by_hand():
+    # d = 0, 1, 2, 3: mean 1.5, sample variance (2.25 + 0.25 + 0.25 + 2.25) / 3 = 5/3, SE √(5/3) / 2
+    assert claims.paired_difference([0.0, 1.0, 2.0, 3.0]) == pytest.approx((1.5, (5 / 3) ** 0.5 / 2))
+
+
+def test_bootstrap_se_matches_the_exact_bootstrap_distribution_on_three_points():
+    import itertools
+    import numpy as np
+    x = np.array([0.0, 1.0, 5.0])
+    exact = np.array([x[list(i)].mean() for i in itertools.product(range(3), repeat=3)]).std()  # all 27 resamples
+    assert claims.bootstrap_se(np.mean, x, n_boot=20000) == pytest.approx(exact, rel=0.03)
+    # two independent groups of the same points: each resampled on its own, so the SE of the difference is √2 × exact
+    diff = lambda a, b: a.mean() - b.mean()  # noqa: E731
+    assert claims.bootstrap_se_groups(diff, (x,), (x.copy(),), n_boot=20000) == pytest.approx(2 ** 0.5 * exact, rel=0.03)
+
+
+def test_combined_verdict_on_every_combination_of_three_seeds():
+    import itertools
+    for vs in itertools.product([True, False, None], repeat=3):
+        expected = ("holds in every seed" if all(v is True for v in vs) else
+                    "holds in none" if True not in vs else "mixed")  # inconclusive seeds do not hold
+        assert claims.combined_verdict(vs) == expected, vs

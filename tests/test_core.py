@@ -87,6 +87,9 @@ def test_seed_everything_repeats_all_streams():
     core.seed_everything(123)
     b = (random.random(), np.random.rand(), torch.rand(3))
     assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+    core.seed_everything(124)  # and another seed moves every stream
+    c = (random.random(), np.random.rand(), torch.rand(3))
+    assert a[0] != c[0] and a[1] != c[1] and not torch.equal(a[2], c[2])
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):

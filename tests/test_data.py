@@ -548,3 +548,29 @@ def test_missing_restricted_imagenet_says_where_to_put_it(tmp_path, monkeypatch,
         monkeypatch.undo()
         core.get_settings(reload=True)
     assert not no_download and [p.name for p in tmp_path.iterdir()] == ["imagenet"]  # nothing downloaded
+
+
+def test_one_period_of_augmentation_keys_gives_every_offset_and_flip_once():
+    from advnb.data import _key_to_params
+    pad = 2
+    m = 2 * pad + 1
+    ox, oy, flip = _key_to_params(torch.arange(2 * m * m), pad)  # one period of the key
+    combos = set(zip(ox.tolist(), oy.tolist(), flip.tolist()))
+    assert len(combos) == 2 * m * m  # every (horizontal, vertical, flip) once: none of the three fixes another
+
+
+def test_each_class_of_a_subset_is_drawn_by_its_own_permutation():
+    ds = load_dataset("synthetic-mnist", "train", n_per_class=20, seed=5)
+    s = subset(ds, 5, seed=0)
+    ranks = []  # where in its class each chosen image stood
+    for c in range(10):
+        members = ds.indices[ds.y == c].tolist()
+        ranks.append(sorted(members.index(i) for i in s.indices[s.y == c].tolist()))
+    assert len({tuple(r) for r in ranks}) > 1, ranks
+
+
+def test_augmentation_keys_follow_the_loaders_seed():
+    from advnb.data import KeyedSampler
+    keys = [[k for _, k in KeyedSampler(50, True, core.torch_generator(seed))] for seed in (1, 2)]
+    assert keys[0] != keys[1]  # another epoch (another seed) augments each image anew
+    assert keys[0] == [k for _, k in KeyedSampler(50, True, core.torch_generator(1))]  # and the same seed alike

@@ -37,6 +37,7 @@ def test_non_literal_parameter_is_rejected(tmp_path):
     ({"a_ok": {"n": "three"}}, "a_ok: n='three' is a str"),
     ({"a_ok": {"n": 2.5}}, "a_ok: n=2.5 is a float"),
     ({"a_ok": {"flag": 1}}, "a_ok: flag=1 is a int"),
+    ({"a_ok": {"n": True}}, "a_ok: n=True is a bool"),
     ({"a_ok": {"scale": "paper"}}, "'scale' is set by --scale"),
     ({"zz_missing": {"n": 1}}, "no notebook 'zz_missing'"),
 ])
@@ -226,3 +227,10 @@ def test_the_display_shows_a_model_training_inside_a_papermill_kernel(tmp_path, 
     epochs = [line for line in logs if line.strip().startswith(f"t_train: {name} epoch")]
     assert [line.split(" · ")[0].split()[-1] for line in epochs] == ["1/2", "2/2"], logs  # a line per epoch, in a log
     assert not (tmp_path / "r" / "smoke" / runner.PROGRESS_FOLDER / "t_train.json").exists()  # removed when it ended
+
+
+def test_the_time_left_follows_how_the_finished_notebooks_compared_with_their_estimates():
+    assert runner.time_left({"a": 60, "b": 120}, {"a": 30}, {}) == 60  # a took half its estimate: b will take 60 s
+    assert runner.time_left({"a": 60, "b": 120}, {"a": 120}, {"b": 40}) == 200  # twice: 240 s, 40 of them run
+    assert runner.time_left({"a": 60, "b": 120, "c": 60}, {}, {}, jobs=2) == 120  # two kernels share 240 s
+    assert runner.time_left({"a": 60, "b": None}, {}, {}) is None

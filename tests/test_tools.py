@@ -44,3 +44,13 @@ def test_a_module_no_notebook_exports_is_reported(tmp_path):
 
 def test_every_project_module_is_exported_by_a_notebook():
     assert _check_sync().orphan_modules(ROOT) == []
+
+
+def test_every_planted_bug_of_make_mutate_still_finds_its_line():
+    "A mutant whose original text no longer occurs exactly once in its module tests nothing: rewrite it with the code."
+    spec = importlib.util.spec_from_file_location("mutate", ROOT / "tools" / "mutate.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    stale = [f"{m}: {what} ({(ROOT / 'advnb' / f'{m}.py').read_text().count(old)} matches)"
+             for m, _, old, _, what in mod.MUTANTS if (ROOT / "advnb" / f"{m}.py").read_text().count(old) != 1]
+    assert not stale, stale

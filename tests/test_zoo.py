@@ -49,9 +49,12 @@ def test_interrupted_training_resumes(isolated_settings):
     d = zoo.spec_dir(SPEC)
     T.train(SPEC, d, device="cpu", show_progress=False, stop_after_epoch=1)
     assert not zoo.is_trained(SPEC)
+    first = zoo.history(SPEC) or json.loads((d / "resume.json").read_text())["history"]
     m = zoo.get(SPEC, show_progress=False)
     ref, _ = T.train(SPEC, isolated_settings / "ref", device="cpu", show_progress=False)
     assert same(m, ref)
+    # a resume, not a restart: the first epoch's record (its measured seconds too) is the interrupted run's own
+    assert zoo.history(SPEC)[:1] == first[:1] and len(zoo.history(SPEC)) == SPEC.epochs
 
 
 def test_missing_model_without_training_is_an_error(isolated_settings):
