@@ -559,3 +559,11 @@ def test_an_attack_is_checked_when_it_is_built():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         evaluate(net, x, y, warn_at_chance=False)  # logits: no word of probabilities (this toy is at chance)
+
+
+def test_perturbation_norms_by_hand():
+    x = torch.zeros(2, 1, 1, 3)
+    xa = torch.tensor([[[[1.0, -2.0, 0.5]]], [[[0.0, 0.0, 0.0]]]])
+    expected = {"l1": [3.5, 0.0], "l2": [5.25 ** 0.5, 0.0], "linf": [2.0, 0.0], "l0": [3.0, 0.0]}
+    for norm, want in expected.items():
+        assert perturbation_norm(xa, x, norm).tolist() == pytest.approx(want), norm

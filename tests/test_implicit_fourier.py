@@ -165,6 +165,13 @@ def test_model_at_reads_initial_epoch_and_in_epoch_checkpoints(tmp_path):
     assert C.best_epoch(spec, cache_dir=tmp_path) == max(hist, key=lambda r: (r["test_acc"], -r["epoch"]))["epoch"]
 
 
+def test_best_epoch_is_the_first_of_equally_accurate_epochs(monkeypatch):
+    from advnb import zoo
+    accs = [0.5, 0.7, 0.6, 0.7]
+    monkeypatch.setattr(zoo, "history", lambda spec, cache_dir=None: [{"epoch": e + 1, "test_acc": a} for e, a in enumerate(accs)])
+    assert C.best_epoch(None) == 2  # epochs 2 and 4 tie at 0.7: the earlier one
+
+
 def test_paper_c_models_leave_out_a_diverged_run(isolated_settings, monkeypatch, capsys):
     from advnb import zoo
     from advnb.train import NonFiniteLossError

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 PLUGIN = '''
 import math
 
@@ -78,3 +80,17 @@ def test_a_plugin_package_trains_and_attacks_through_its_entry_point(tmp_path):
     assert res["clean"] == 1.0 and res["weak"] == 1.0  # learnt the bars; eps = 0 changes nothing
     assert res["invert"] < 1.0  # the plug-in attack ran: an inverted bar image is not classified as before
     assert (tmp_path / "cache" / "zoo" / res["name"] / "done.json").exists()
+
+
+def test_a_renamed_plugin_answers_to_its_former_name_and_keeps_what_it_declared():
+    from advnb.registry import Registry, UnknownPluginError
+    widgets = Registry("widget", "register_widget")
+
+    @widgets.register("new_name", formerly=("old_name",), passes=3)
+    def widget():
+        return 1
+
+    assert widgets.lookup("new_name") is widget and widgets.current_name("old_name") == "new_name"
+    assert widgets.info("new_name") == {"formerly": ("old_name",), "passes": 3}
+    with pytest.raises(UnknownPluginError, match="no widget 'old_name'.*it was renamed to 'new_name'"):
+        widgets.lookup("old_name")

@@ -40,6 +40,8 @@ def test_expand_grid_is_the_product_named_by_the_varied_values():
     assert [v for _, v in combos] == [{"lr": 0.1, "seed": 0}, {"lr": 0.1, "seed": 1}, {"lr": 0.01, "seed": 0}, {"lr": 0.01, "seed": 1}]
     assert all(p["epochs"] == 3 and "grid" not in p and p["lr"] == v["lr"] for p, v in combos)  # --seeds replaces seed
     assert runner.expand_grid({"epochs": 3}) == [({"epochs": 3}, {})]
+    # a value the set also gives outside its grid is varied by the grid (the render is named for what it ran)
+    assert [p["lr"] for p, _ in runner.expand_grid({"lr": 0.5, "grid": {"lr": [0.1, 0.01]}})] == [0.1, 0.01]
 
 
 @pytest.mark.parametrize("grid,needle", [

@@ -173,6 +173,7 @@ def test_perturbation_sizes_and_accuracy_at_bounds():
     assert s["l2"][0].item() == pytest.approx(math.sqrt(3 * 0.25 + 0.0625)) and s["linf"].tolist() == [0.5, 0.0]
     rec = {"correct": [True, True, False, True], "fooled": [True, False, False, True], "l2": [1.0, 0.0, 0.0, 3.0]}
     assert [B.accuracy_at(rec, b, "l2") for b in (math.inf, 2.0, 0.5)] == [0.25, 0.5, 0.75]
+    assert B.accuracy_at(rec, 3.0, "l2") == 0.25  # an attack exactly at the bound is inside it
 
 
 def test_most_deceptive_averages_the_most_confident_mistakes_per_class():
