@@ -183,3 +183,10 @@ def test_a_cuda_plan_without_that_device_estimates_and_says_so(tmp_path, isolate
     assert "| estimated |" in out and "(not timed)" in out and "give `--memory-gb`" in out
     assert runner.main(["plan", "--scale", "smoke", "--project", str(proj), "--device", "cuda:99", "--memory-gb", "80"]) == 0
     assert "⚠" not in capsys.readouterr().out
+
+
+def test_optimizer_buffers_per_parameter():
+    from advnb.workflow.plan import optimizer_buffers
+    spec = TrainSpec(arch="simple_cnn", dataset="synthetic-mnist")
+    assert [optimizer_buffers(spec.replace(**kw)) for kw in ({"momentum": 0.0}, {"momentum": 0.9}, {"optimizer": "adam"})] \
+        == [0, 1, 2]  # plain SGD keeps none, momentum one, Adam its two moments

@@ -250,6 +250,17 @@ MUTANTS = [
      "    return [({**base, **dict(zip(names, combo))}, dict(zip(names, combo)))",
      "    return [({**dict(zip(names, combo)), **base}, dict(zip(names, combo)))",
      "a grid value loses to the parameter set's own value"),
+    # the plan: passes, memory and its clock
+    ("workflow/plan", "tests/test_plan.py", "            \"train passes\": spec.epochs * n_train * per_image,",
+     "            \"train passes\": spec.epochs * n_train,", "the plan forgets an objective's extra passes"),
+    ("workflow/plan", "tests/test_plan.py", "            \"eval passes\": spec.epochs * n_eval * (1 if atk is None else k_eval + 2)}",
+     "            \"eval passes\": n_eval * (1 if atk is None else k_eval + 2)}", "the plan evaluates once, not every epoch"),
+    ("workflow/plan", "tests/test_plan.py", "    return 2 if spec.optimizer == \"adam\" else int(spec.momentum != 0)",
+     "    return 2 if spec.optimizer == \"adam\" else 1", "SGD without momentum keeps a buffer"),
+    ("workflow/plan", "tests/test_plan.py",
+     "    return m[\"seconds per step\"] / (b * passes_per_image(spec.objective, spec.objective_kwargs))",
+     "    return m[\"seconds per step\"] / passes_per_image(spec.objective, spec.objective_kwargs)",
+     "seconds per pass not divided by the batch"),
 ]
 
 
