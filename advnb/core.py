@@ -666,8 +666,8 @@ class TextBar(tqdm_std):
         return super().display(msg, pos)
 
     def close(self):
-        if self in _reporting_bars:
-            _reporting_bars.remove(self)
+        if any(b is self for b in _reporting_bars):  # by identity: tqdm's == compares bars' screen positions
+            _reporting_bars[:] = [b for b in _reporting_bars if b is not self]
             self.draw_every = 0.0  # the last state is drawn
             report_progress(force=True)
         super().close()
