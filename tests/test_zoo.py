@@ -49,7 +49,7 @@ def test_interrupted_training_resumes(isolated_settings):
     d = zoo.spec_dir(SPEC)
     T.train(SPEC, d, device="cpu", show_progress=False, stop_after_epoch=1)
     assert not zoo.is_trained(SPEC)
-    first = zoo.history(SPEC) or json.loads((d / "resume.json").read_text())["history"]
+    first = json.loads((d / "resume.json").read_text())["history"]  # what the interrupted run recorded
     m = zoo.get(SPEC, show_progress=False)
     ref, _ = T.train(SPEC, isolated_settings / "ref", device="cpu", show_progress=False)
     assert same(m, ref)
@@ -156,3 +156,37 @@ def test_rekey_migrates_a_spec_recorded_before_a_field_and_a_plug_in_were_rename
         assert same(zoo.get(spec, show_progress=False), trained)
     with pytest.raises(KeyError, match="renamed to 'spectral_normalization'"):
         T.CALLBACKS.lookup("spectral_normalisation")
+
+
+def _epochs_on_disk(d, losses):
+    "Checkpoints of epochs 1..len(losses) of a fresh SPEC model in `d`, each with its history up to then."
+    model, hist = T.build_from_spec(SPEC), []
+    for e, loss in enumerate(losses, 1):
+        hist.append({"epoch": e, "test_loss": loss})
+        C.save_model(model, C.checkpoint_path(d, e), {"spec_key": SPEC.key, "epoch": e, "history": list(hist)})
+    return model
+
+
+def test_discard_from_an_epoch_removes_that_epoch_and_later(tmp_path):
+    _epochs_on_disk(tmp_path, [1.0, 1.0, 1.0])
+    C.discard_from(tmp_path, 2)
+    assert C.completed_epochs(tmp_path) == [1]
+
+
+def test_a_checkpoint_lost_between_two_others_is_the_first_unsound(tmp_path):
+    _epochs_on_disk(tmp_path, [1.0, 1.0, 1.0])
+    for suffix in (".safetensors", ".json"):
+        C.checkpoint_path(tmp_path, 2).with_suffix(suffix).unlink()
+    assert C.first_unsound(tmp_path) == (2, None)
+
+
+def test_the_last_good_epoch_has_a_finite_test_loss(tmp_path):
+    _epochs_on_disk(tmp_path, [1.0, float("nan")])
+    assert C.last_good_epoch(tmp_path) == 1
+
+
+def test_a_finished_runs_lost_last_checkpoint_is_repaired(isolated_settings):
+    final = zoo.get(SPEC, show_progress=False)
+    for suffix in (".safetensors", ".json"):
+        C.checkpoint_path(zoo.spec_dir(SPEC), SPEC.epochs).with_suffix(suffix).unlink()
+    assert same(zoo.load_epoch(SPEC, SPEC.epochs), final)  # retrained, the very same weights
