@@ -6,7 +6,8 @@ that cover the module catch each one. Prints each mutant's fate and the kill rat
 
 The mutants are hand-written (`MUTANTS` below), each the kind of slip a reviewer would expect to see: an
 off-by-one epoch, a dropped term, a seed reused, a sign flipped. A mutant *survives* when the tests still pass
-with it in place: then a test is missing. The package is restored after every mutant, also on Ctrl-C. Not part of
+with it in place: then a test is missing. Each set of test files must first pass with no mutant planted, or no kill
+would mean anything. The package is restored after every mutant, also on Ctrl-C. Not part of
 `make test` (it runs the test files once per mutant); `make mutate` runs it.
 """
 import subprocess
@@ -264,6 +265,13 @@ MUTANTS = [
 ]
 
 
+def tests_pass(tests: str) -> bool:
+    "Whether the test files `tests` pass (stopping at the first failure)."
+    r = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests.split()],
+                       cwd=ROOT, capture_output=True, text=True)
+    return r.returncode == 0
+
+
 def run_mutant(module, tests, old, new):
     path = ROOT / "advnb" / f"{module}.py"
     src = path.read_text()
@@ -271,18 +279,21 @@ def run_mutant(module, tests, old, new):
         return "stale"  # the code moved on: the mutant needs rewriting
     try:
         path.write_text(src.replace(old, new))
-        r = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests.split()],
-                           cwd=ROOT, capture_output=True, text=True)
-        return "killed" if r.returncode != 0 else "SURVIVED"
+        return "SURVIVED" if tests_pass(tests) else "killed"
     finally:
         path.write_text(src)
 
 
 def main(only):
     tally, survivors, stale = defaultdict(lambda: [0, 0]), [], []
-    for module, tests, old, new, what in MUTANTS:
-        if only and module not in only:
-            continue
+    chosen = [m for m in MUTANTS if not only or m[0] in only]
+    # a failing test would "kill" every mutant: each set of test files must pass with no mutant planted first
+    failing = [t for t in dict.fromkeys(m[1] for m in chosen) if not tests_pass(t)]
+    if failing:
+        print("these tests fail with no mutant planted, so no kill they report would mean anything; fix them first:\n  "
+              + "\n  ".join(failing))
+        return 2
+    for module, tests, old, new, what in chosen:
         fate = run_mutant(module, tests, old, new)
         print(f"{fate:9} {module:20} {what}", flush=True)
         if fate == "stale":
