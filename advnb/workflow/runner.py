@@ -347,9 +347,11 @@ def duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 # %% ../../nbs/07_runner.ipynb #6d5aa501
-def run_estimates(todo: list, reports: Path, scale: str, project: Path, seeds=None, log=print) -> dict[str, float | None]:
+def run_estimates(todo: list, reports: Path, scale: str, project: Path, seeds=None, log=print,
+                  timing: bool = True) -> dict[str, float | None]:
     """Seconds each render in `todo` (`run`'s items) is expected to take: its last successful run's at this scale, else
-    (quick and paper scale, not a dry run) the plan's hours for the models it trains; None where neither is known."""
+    (with `timing`, at quick and paper scale, not in a dry run) the plan's hours for the models it trains, timed here;
+    None where neither is known."""
     stems = {item[0].stem + (f"@{item[5]}" if item[5] else ""): item[0].stem for item in todo}
     out = {}
     for stem in stems:
@@ -357,7 +359,7 @@ def run_estimates(todo: list, reports: Path, scale: str, project: Path, seeds=No
         out[stem] = float(st["seconds"]) if st and st.get("status") == "ok" and isinstance(st.get("seconds"), (int, float)) \
             else None
     unknown = sorted({stems[s] for s, v in out.items() if v is None})
-    if not unknown or scale == "smoke" or get_settings().dry_run:
+    if not unknown or not timing or scale == "smoke" or get_settings().dry_run:
         return out
     log(f"advnb run: timing the plan's training steps for {len(unknown)} notebook(s) never run here (advnb plan)")
     try:
@@ -505,7 +507,8 @@ def run(scale: str | None = None, names: list[str] | None = None, jobs: int = 1,
     dry = " (dry run: look-alike data, a few steps per model)" if get_settings().dry_run else ""
     how += f", {threads} torch thread(s) per kernel" if threads else ""
     log(f"advnb run: scale={scale}{dry}, {len(todo)} notebook(s) to run, {how}, reports in {reports}")
-    estimates = run_estimates(todo, reports, scale, project, seeds, log)
+    estimates = run_estimates(todo, reports, scale, project, seeds, log,
+                              timing=executor == "local")  # not on a cluster's login node: its jobs run elsewhere
     kernels = min(jobs, len(todo)) if executor == "local" else len(todo)
     failed, done, t_start = [], [], time.time()
     with RunDisplay(reports, estimates, kernels, log) as display:
