@@ -63,3 +63,10 @@ def test_interior_mask_and_the_interior_statistic():
     s = local_consistency(d, 0.1, x=torch.full((2, 1, 8, 8), 0.5))
     assert torch.allclose(s["neighbour correlation, interior pixels"], s["neighbour correlation"], atol=1e-6)
     assert "neighbour correlation, interior pixels" not in local_consistency(d, 0.1)
+
+
+def test_a_channel_without_a_pair_in_the_mask_is_left_out_of_the_mean():
+    d = torch.randn(3, 2, 8, 8, generator=torch.Generator().manual_seed(5))
+    mask = torch.zeros_like(d, dtype=torch.bool)
+    mask[:, 1] = True  # channel 0 has no pixel inside, channel 1 every pixel
+    assert torch.allclose(neighbour_correlation(d, mask), neighbour_correlation(d[:, 1:]), atol=1e-6)

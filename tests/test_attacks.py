@@ -567,3 +567,15 @@ def test_perturbation_norms_by_hand():
     expected = {"l1": [3.5, 0.0], "l2": [5.25 ** 0.5, 0.0], "linf": [2.0, 0.0], "l0": [3.0, 0.0]}
     for norm, want in expected.items():
         assert perturbation_norm(xa, x, norm).tolist() == pytest.approx(want), norm
+
+
+def test_attack_batches_gives_batch_i_the_seed_plus_i():
+    seen = []
+
+    def record(model, x, y, seed):
+        seen.append((len(x), seed))
+        return x + 0.5
+
+    x = torch.rand(5, 1, 4, 4)
+    out = attack_batches(record, nn.Flatten(), x, torch.zeros(5, dtype=torch.long), batch_size=2, seed=7)
+    assert seen == [(2, 7), (2, 8), (1, 9)] and torch.equal(out, x + 0.5)

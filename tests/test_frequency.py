@@ -134,3 +134,12 @@ def test_low_pass_drop_is_the_peak_before_the_last_scale_minus_the_last():
     from advnb.papers.a_frequency import low_pass_drop
     assert low_pass_drop([0.1, 0.45, 0.3, 0.0], [0.0, 0.5, 1.0, FULL_SCALE]) == pytest.approx((0.45, 0.45, 0.5, 0.0))
     assert low_pass_drop([0.2, 0.1, 0.9], [0.0, 1.0, FULL_SCALE]) == pytest.approx((-0.7, 0.2, 0.0, 0.9))  # no peak: negative
+
+
+def test_paper_a_pgd_starts_at_a_random_point_drawn_from_its_seed():
+    from advnb.papers.a_setup import adversarial
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+    x, y = torch.rand(6, 3, 8, 8), torch.arange(6)
+    a0, a0_again, a1 = (adversarial(model, x, y, steps=1, seed=s, batch_size=4) for s in (0, 0, 1))
+    assert torch.equal(a0, a0_again) and not torch.equal(a0, a1)  # one PGD step from a start only the seed decides

@@ -136,6 +136,7 @@ def test_the_helpers_that_decide_the_43_claims_give_hand_computed_answers():
     # successful means (1, 2, 3), failed means (1, 1, 2): gaps 0, 1, 0.5
     np.testing.assert_allclose(success_gaps(T, fooled), [0.0, 1.0, 0.5])
     assert last_layer_gap_excess(T, fooled) == pytest.approx(0.5 - 1.0)  # Layer4 below the largest other gap
+    assert last_layer_gap_excess(T[:, [0, 2, 1]], fooled) == pytest.approx(1.0 - 0.5)  # Layer4's gap the largest
     assert np.isnan(success_gaps(T, np.ones(4, bool))).all() and np.isnan(success_gaps(T, np.zeros(4, bool))).all()
     assert transfer_ratio(np.array([2.0, 4.0]), np.array([1.0, 2.0])) == pytest.approx(0.5)
     clean, robust, transferred = np.array([1, 1, 1, 1, 0]), np.array([0, 0, 0, 1, 0]), np.array([1, 1, 0, 1, 0])
@@ -154,6 +155,7 @@ def test_the_statistics_of_the_44_claims_give_hand_computed_answers():
     assert spearman_rho([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) == pytest.approx(1 - 6 * 4 / (5 * 24))
     assert spearman_rho([1, 2, 3], [1, 1, 2]) == pytest.approx(np.corrcoef([1, 2, 3], [1.5, 1.5, 3])[0, 1])  # tied ranks
     assert np.isnan(spearman_rho([1, 2, 3], [4, 4, 4]))
+    assert spearman_rho([1, 2, 3, 4], [1, 10, 100, 1000]) == pytest.approx(1.0)  # monotone: 1 (Pearson's is 0.82)
     R = np.array([[[1, 1, 1], [1, 0, 0], [1, 1, 0]], [[1, 1, 1], [1, 1, 0], [0, 1, 0]]])  # 2 images, 3 runs, 3 epochs
     np.testing.assert_allclose(robust_overfitting(R), [0.0, 1.0, 1.0])
     assert overfitting_decrease(R, [5e-4, 1e-4, 3e-4]) == pytest.approx(0.5)  # [1, 1, 0] on the ranks: slope −0.5

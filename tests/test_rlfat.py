@@ -435,6 +435,19 @@ def test_paper_d_specs_share_everything_but_the_objective():
         P.paper_d_setup("synthetic-cifar10", {"epochs": 1, "no_such_setting": 3})
 
 
+def test_a_data_sets_own_settings_replace_the_shared_ones():
+    base, overrides = {"epochs": 1, "steps": 10}, {"stl10": {"steps": 7}}  # App. A: 7 PGD steps on STL-10, 10 on CIFAR-10
+    cfg, specs = P.paper_d_setup("stl10", base, overrides)
+    assert cfg == {"epochs": 1, "steps": 7} and {s.objective_kwargs["steps"] for s in specs.values()} == {7}
+    assert P.paper_d_setup("cifar10", base, overrides)[0] == base and base == {"epochs": 1, "steps": 10}
+
+
+def test_table_1s_attacks_are_the_papers():
+    atk = P.defense_attacks()
+    assert (atk["PGD"].hp["loss"], atk["CW"].hp["loss"], atk["CW"].hp["kappa"]) == ("ce", "cw", 50.0)
+    assert (atk["NAttack"].hp["iters"], atk["NAttack"].hp["samples"], atk["NAttack"].hp["sigma"]) == (200, 300, 0.1)
+
+
 def test_steps_to_epochs():
     assert P.steps_to_epochs(79_800, 50_000, 32) == 51
     assert P.steps_to_epochs(29_700, 5_000, 32) == 189

@@ -161,3 +161,7 @@ def test_rendered_notebook_loads_mathjax_from_the_reports_not_a_cdn(demo_reports
     assert "its verdicts test the plumbing, not the papers" in page  # papermill's parameters say scale smoke
     assert (tmp_path / "out" / "_static" / "mathjax" / "MathJax.js").exists()
     assert (tmp_path / "out" / "_static" / "mathjax" / "config" / "TeX-AMS-MML_HTMLorMML-full.js").exists()
+
+
+def test_figure_numbers_sort_as_numbers_then_letters():
+    assert sorted(["10", "S1", "2", "1a", "1"], key=site._fig_key) == ["1", "1a", "2", "10", "S1"]

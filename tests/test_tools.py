@@ -1,3 +1,4 @@
+import collections
 import importlib.util
 import json
 
@@ -54,3 +55,14 @@ def test_every_planted_bug_of_make_mutate_still_finds_its_line():
     stale = [f"{m}: {what} ({(ROOT / 'advnb' / f'{m}.py').read_text().count(old)} matches)"
              for m, _, old, _, what in mod.MUTANTS if (ROOT / "advnb" / f"{m}.py").read_text().count(old) != 1]
     assert not stale, stale
+
+
+def test_make_mutate_plants_at_least_three_bugs_in_every_module():
+    "Every module of the package, a new one included, has at least three plausible bugs planted by `make mutate`."
+    spec = importlib.util.spec_from_file_location("mutate", ROOT / "tools" / "mutate.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    planted = collections.Counter(m for m, *_ in mod.MUTANTS)
+    modules = [p.relative_to(ROOT / "advnb").with_suffix("").as_posix() for p in (ROOT / "advnb").rglob("*.py")
+               if not p.name.startswith("_")]  # __init__, __main__ and the generated _modidx hold no logic
+    assert modules and not {m: planted[m] for m in modules if planted[m] < 3}

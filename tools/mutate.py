@@ -17,6 +17,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# the site's tests, and the fault tests that check what it shows of damaged or half-written outputs (the whole fault
+# file takes minutes; pytest takes single tests by their node ids)
+SITE_TESTS = " ".join(["tests/test_site.py"] + [f"tests/test_faults.py::test_{t}" for t in (
+    "leftovers_of_killed_writes_are_removed_and_never_shown", "a_sidecar_cannot_make_a_link_to_anything_but_a_notebook")])
+
 # (module, tests, original text, mutated text, what the bug is)
 MUTANTS = [
     ("gradient_attacks", "tests/test_attacks.py", "return self.x + (2 * u - 1) * self.eps", "return self.x + (2 * u - 1) * 2 * self.eps",
@@ -262,6 +267,87 @@ MUTANTS = [
      "    return m[\"seconds per step\"] / (b * passes_per_image(spec.objective, spec.objective_kwargs))",
      "    return m[\"seconds per step\"] / passes_per_image(spec.objective, spec.objective_kwargs)",
      "seconds per pass not divided by the batch"),
+    # attacks and paper A's frequency filters: one more each
+    ("attacks", "tests/test_attacks.py", 'r["r"].append((correct & ~succ).cpu())', 'r["r"].append((~succ).cpu())',
+     "an image the model gets wrong counts as robust when the attack fails"),
+    ("attacks", "tests/test_attacks.py tests/test_frequency.py",
+     "    out = [attack(model, x[s:s + batch_size].to(dev), y[s:s + batch_size].to(dev), seed=seed + i).detach().cpu()",
+     "    out = [attack(model, x[s:s + batch_size].to(dev), y[s:s + batch_size].to(dev), seed=seed).detach().cpu()",
+     "attack_batches seeds every batch alike"),
+    ("papers/a_frequency", "tests/test_frequency.py", "    total = P[:, r > 0].sum(-1)", "    total = P.sum((-2, -1))",
+     "the high-frequency share counts the DC term in the total"),
+    ("papers/a_frequency", "tests/test_frequency.py", "return float(a[:-1].max() - a[-1]), float(a[:-1].max()),",
+     "return float(a.max() - a[-1]), float(a[:-1].max()),", "the low-pass drop's peak includes the end itself"),
+    # paper A: spatial consistency, local responses, weight decay, setup
+    ("papers/a_spatial", "tests/test_a2_spatial.py",
+     "vertical, nv = corr(d[..., :-1, :], d[..., 1:, :], m[..., :-1, :] & m[..., 1:, :])",
+     "vertical, nv = corr(d[..., :-1, :], d[..., 1:, :].flip(-1), m[..., :-1, :] & m[..., 1:, :])",
+     "the lower neighbour taken from the mirrored row"),
+    ("papers/a_spatial", "tests/test_a2_spatial.py", "    return (x > lo) & (x < hi)", "    return (x >= lo) & (x <= hi)",
+     "a pixel exactly at the clip's margin counts as interior"),
+    ("papers/a_spatial", "tests/test_a2_spatial.py", "    return (delta.abs() >= eps - tol).flatten(1).float().mean(1)",
+     "    return (delta >= eps - tol).flatten(1).float().mean(1)", "only positive entries at the bound count"),
+    ("papers/a_spatial", "tests/test_a2_spatial.py", "    return r.nanmean(1).float()", "    return r.mean(1).float()",
+     "a channel without a pair inside the mask makes the image NaN"),
+    ("papers/a_local_response", "tests/test_local_response.py", "        d = (feats_hat[name] - f).abs().flatten(1)",
+     "        d = (feats_hat[name] - f).flatten(1)", "the response differences are signed, not absolute"),
+    ("papers/a_local_response", "tests/test_local_response.py",
+     "    return totals[success].mean(0) / totals[~success].mean(0) - 1",
+     "    return totals[success].mean(0) / totals.mean(0) - 1", "the gap compares the successful attacks with all of them"),
+    ("papers/a_local_response", "tests/test_local_response.py", "    return transferred.mean() / own.mean()",
+     "    return own.mean() / transferred.mean()", "the transfer ratio inverted"),
+    ("papers/a_local_response", "tests/test_local_response.py",
+     "(clean.mean() - robust.mean()) if clean.mean() - robust.mean() > 0 else np.nan",
+     "clean.mean() if clean.mean() - robust.mean() > 0 else np.nan", "the recovered share divided by the clean accuracy, not the gap"),
+    ("papers/a_local_response", "tests/test_local_response.py", "    return g[-1] - np.max(g[:-1])", "    return g[-1] - np.max(g)",
+     "the last layer's gap compared with itself"),
+    ("papers/a_weight_decay", "tests/test_local_response.py",
+     "    ra, rb = (pd.Series(np.asarray(v, dtype=float)).rank() for v in (a, b))",
+     "    ra, rb = (pd.Series(np.asarray(v, dtype=float)) for v in (a, b))", "Pearson's correlation, not Spearman's"),
+    ("papers/a_weight_decay", "tests/test_local_response.py", "    return acc.max(1) - acc[:, -1]", "    return acc.max(1) - acc[:, 0]",
+     "robust overfitting measured at the first epoch"),
+    ("papers/a_weight_decay", "tests/test_local_response.py", "robust_overfitting(robust)[np.argsort(wds)], 1)[0])",
+     "robust_overfitting(robust), 1)[0])", "the slope taken in the runs' order, not the weight decays'"),
+    ("papers/a_setup", "tests/test_frequency.py",
+     "objective_kwargs=dict(eps=float(eps), alpha=float(train_alpha), steps=int(train_steps)))",
+     "objective_kwargs=dict(eps=float(eps), alpha=float(eps), steps=int(train_steps)))", "ADV trained with a step of ε"),
+    ("papers/a_setup", "tests/test_frequency.py",
+     'return Attack("pgd", norm="linf", eps=eps, alpha=alpha, steps=steps, random_start=True)',
+     'return Attack("pgd", norm="linf", eps=eps, alpha=alpha, steps=steps, random_start=False)', "PGD-20 without its random start"),
+    ("papers/a_setup", "tests/test_frequency.py",
+     "return attack_batches(paper_a_attack(attack, eps, alpha, steps), model, x, y, batch_size=batch_size, seed=seed)",
+     "return attack_batches(paper_a_attack(attack, eps, alpha, steps), model, x, y, batch_size=batch_size, seed=0)",
+     "adversarial ignores its seed"),
+    # paper D's setup: epochs from steps, the six specs, per-data-set settings, Table 1's attacks
+    ("papers/d_setup", "tests/test_rlfat.py", "    per_epoch = -(-n_train // batch_size)", "    per_epoch = n_train // batch_size",
+     "an epoch's last partial batch not counted as a step"),
+    ("papers/d_setup", "tests/test_rlfat.py",
+     '"RLFAT-T": base.replace(objective="rlfat_t", objective_kwargs=dict(atk, lam=lam, eta=eta_t, **rb)),',
+     '"RLFAT-T": base.replace(objective="rlfat_t", objective_kwargs=dict(atk, lam=lam, eta=eta_p, **rb)),',
+     "RLFAT-T takes RLFAT-P's η"),
+    ("papers/d_setup", "tests/test_rlfat.py", "    cfg.update((overrides or {}).get(dataset, {}))", "    pass",
+     "a data set's own settings ignored"),
+    ("papers/d_setup", "tests/test_rlfat.py", 'loss="cw", kappa=cw_kappa),', 'loss="ce", kappa=cw_kappa),',
+     "Table 1's CW attack climbs the cross-entropy"),
+    # plots: what a figure shows
+    ("plots", "tests/test_plots.py", "    return a.transpose(1, 2, 0).clip(0, 1)", "    return a.transpose(2, 1, 0).clip(0, 1)",
+     "images drawn transposed"),
+    ("plots", "tests/test_plots.py", '        lo, hi, cmap = -v, v, cmap or "bwr"', '        lo, hi, cmap = 0, v, cmap or "bwr"',
+     "a signed heat map's scale starts at zero"),
+    ("plots", "tests/test_plots.py", '"gray"), vmin=-lim if signed[c] else None,', '"gray"), vmin=None,',
+     "a signed grid cell's scale not centred on zero"),
+    ("plots", "tests/test_plots.py tests/test_explorers.py", "        key = self.values.index(v)", "        key = 0",
+     "the explorer shows the first value's figure for every value"),
+    # the site: which outputs it shows, where, and in what order
+    ("workflow/site", SITE_TESTS, "        if f.name.startswith(\".\"):", "        if False:",
+     "a write in progress shown as a figure"),
+    ("workflow/site", SITE_TESTS,
+     "        nb = nb if isinstance(nb, str) and _NOTEBOOK_NAME.fullmatch(nb) else \"\"",
+     "        nb = nb if isinstance(nb, str) else \"\"", "a sidecar's notebook becomes a link whatever it holds"),
+    ("workflow/site", SITE_TESTS, "    return (m[1], int(m[2]) if m[2] else -1, m[3])", "    return (m[1], m[2], m[3])",
+     "figure numbers sorted as text (10 before 2)"),
+    ("workflow/site", SITE_TESTS, "        if now - p.stat().st_mtime > older_than_s:", "        if True:",
+     "a write still in progress removed as a leftover"),
 ]
 
 
