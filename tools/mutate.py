@@ -338,6 +338,16 @@ MUTANTS = [
      "a signed grid cell's scale not centred on zero"),
     ("plots", "tests/test_plots.py tests/test_explorers.py", "        key = self.values.index(v)", "        key = 0",
      "the explorer shows the first value's figure for every value"),
+    # shapes: one value per example where one per example is promised (tests/test_shapes.py)
+    ("papers/e_spectral", "tests/test_spectral.py tests/test_shapes.py",
+     "return logits.softmax(1).gather(1, y[:, None]).squeeze(1)", "return logits.softmax(1).gather(1, y[:, None])",
+     "the true class's probability an (N, 1) column that broadcasts against (N,)"),
+    ("papers/a_spatial", "tests/test_a2_spatial.py tests/test_shapes.py",
+     "    return (delta.abs() >= eps - tol).flatten(1).float().mean(1)", "    return (delta.abs() >= eps - tol).float().mean((0, 2, 3))",
+     "the share at the bound per channel, not per image"),
+    ("papers/c_implicit_fourier", "tests/test_implicit_fourier.py tests/test_shapes.py",
+     "return beta[c], {k: v[0] for k, v in spectrum_norms(beta[c:c + 1]).items()}",
+     "return beta[c], spectrum_norms(beta[c:c + 1])", "one class's norms of β̂ a one-element batch, not a number"),
     # the site: which outputs it shows, where, and in what order
     ("workflow/site", SITE_TESTS, "        if f.name.startswith(\".\"):", "        if False:",
      "a write in progress shown as a figure"),

@@ -370,8 +370,9 @@ def angular_uniformity(energy: torch.Tensor) -> torch.Tensor:
 def class_predictor(model: nn.Module, c: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     "(β, norms of β̂) of a linear paper-C model in pixel space: one class `c` (C, H, W), or all classes (K, C, H, W)."
     beta = end_to_end_weights(model, pixel_space=True).detach()
-    beta = beta if c is None else beta[c:c + 1]
-    return (beta if c is None else beta[0]), spectrum_norms(beta)
+    if c is None:
+        return beta, spectrum_norms(beta)
+    return beta[c], {k: v[0] for k, v in spectrum_norms(beta[c:c + 1]).items()}  # one class: one number per norm
 
 # %% ../../nbs/c1_implicit_fourier.ipynb #bcb3ba38
 PAPER_C_MODELS = {
