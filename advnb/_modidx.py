@@ -106,6 +106,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'advnb.core._code_objects': ('core.html#_code_objects', 'advnb/core.py'),
                             'advnb.core._code_shape': ('core.html#_code_shape', 'advnb/core.py'),
                             'advnb.core._convert': ('core.html#_convert', 'advnb/core.py'),
+                            'advnb.core._held_code': ('core.html#_held_code', 'advnb/core.py'),
                             'advnb.core._is_project_code': ('core.html#_is_project_code', 'advnb/core.py'),
                             'advnb.core._json_default': ('core.html#_json_default', 'advnb/core.py'),
                             'advnb.core._referenced': ('core.html#_referenced', 'advnb/core.py'),

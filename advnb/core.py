@@ -381,6 +381,19 @@ def _code_objects(code):
             yield from _code_objects(c)
 
 
+_COLLECTIONS = (tuple, list, set, frozenset)  # exactly these: a dict, and a registry above all, is not followed
+
+
+def _held_code(v, depth: int = 2) -> list:
+    """The functions and classes a value holds: itself (a function, class or partial), the class of an object of the
+    project's (a callable instance runs its class's code), or those held by the elements of a tuple, list or set."""
+    if inspect.isfunction(v) or inspect.isclass(v) or isinstance(v, functools.partial):
+        return [v]
+    if type(v) in _COLLECTIONS:
+        return [h for e in v for h in _held_code(e, depth - 1)] if depth > 0 else []
+    return [type(v)] if v is not None and not inspect.ismodule(v) and _is_project_code(type(v)) else []
+
+
 def _referenced(obj) -> list:
     "The functions and classes that `obj`'s code names, resolved where the code would resolve them."
     if inspect.isclass(obj):
@@ -398,15 +411,13 @@ def _referenced(obj) -> list:
             held.append(cell.cell_contents)
         except ValueError:  # a cell not filled yet
             pass
-    out += [v for v in held if inspect.isfunction(v) or inspect.isclass(v) or isinstance(v, functools.partial)]
+    out += [h for v in held for h in _held_code(v)]
     for code in _code_objects(obj.__code__):
         names = code.co_names
         mods = [importlib.import_module(n) for n in names if n == "advnb" or n.startswith("advnb.")]
         for n in names:
             for space in [g] + [vars(m) for m in mods]:
-                v = space.get(n)
-                if inspect.isfunction(v) or inspect.isclass(v):
-                    out.append(v)
+                out += _held_code(space.get(n))
     return out
 
 # %% ../nbs/00_core.ipynb #169d7157

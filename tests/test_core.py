@@ -274,6 +274,11 @@ def test_normalized_source_of_a_set_literal_is_the_same_in_every_process():
     "def f(xs, *, h=helper): return [h(x) for x in xs]",
     "import functools\ndef f(xs, h=functools.partial(helper)): return [h(x) for x in xs]",
     "def make(h):\n    def f(xs): return [h(x) for x in xs]\n    return f\nf = make(helper)",
+    "STEPS = (helper, abs)\ndef f(xs): return [STEPS[0](x) for x in xs]",
+    "STEPS = [[helper]]\ndef f(xs): return [STEPS[0][0](x) for x in xs]",
+    "STEPS = {helper}\ndef f(xs): return [next(iter(STEPS))(x) for x in xs]",
+    "def f(xs, hs=(helper,)): return [hs[0](x) for x in xs]",
+    "class K:\n    def __call__(self, x): return helper(x)\nk = K()\ndef f(xs): return [k(x) for x in xs]",
 ])
 def test_code_fingerprint_follows_code_held_in_every_construct(holder):
     "A helper reached only through a comprehension, a lambda, an inner function or class, a default or a closure."
@@ -281,6 +286,14 @@ def test_code_fingerprint_follows_code_held_in_every_construct(holder):
     exec("def helper(x): return x + 1\n" + holder, ns)
     before = core.code_fingerprint(ns["f"])
     exec("def helper(x): return x + 2", ns)
-    if "make(" in holder or "h=" in holder:  # the function object holds the old helper: build it again
-        exec(holder, ns)
+    exec(holder, ns)  # whatever holds the old helper (a default, a closure, a tuple) is built again
     assert core.code_fingerprint(ns["f"]) != before
+
+
+def test_code_fingerprint_leaves_a_dictionarys_entries_to_the_roots():
+    "A registry is a dict: keying every model by every architecture in it would retrain the zoo for any one's edit."
+    ns = {"__name__": "__main__"}
+    exec("def helper(x): return x + 1\nTABLE = {'a': helper}\ndef f(x): return TABLE['a'](x)", ns)
+    before = core.code_fingerprint(ns["f"])
+    exec("def helper(x): return x + 2\nTABLE = {'a': helper}", ns)
+    assert core.code_fingerprint(ns["f"]) == before != core.code_fingerprint(ns["f"], ns["helper"])

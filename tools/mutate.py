@@ -104,6 +104,10 @@ MUTANTS = [
      "numpy is seeded alike whatever the seed"),
     ("core", "tests/test_core.py", '    if threads == 0 and environ.get("SLURM_CPUS_PER_TASK", "").isdigit():',
      "    if threads == 0 and False:", "a Slurm job's CPUs are ignored"),
+    ("core", "tests/test_core.py", "_COLLECTIONS = (tuple, list, set, frozenset)", "_COLLECTIONS = (tuple,)",
+     "the fingerprint ignores functions held in a list or a set"),
+    ("core", "tests/test_core.py", "return [type(v)] if v is not None and not inspect.ismodule(v) and _is_project_code(type(v)) else []",
+     "return []", "the fingerprint ignores the class of a callable object"),
     # zoo: resume is a resume
     ("zoo", "tests/test_zoo.py", "    model, history = train(spec, d, device=device, resume=True, show_progress=show_progress)",
      "    model, history = train(spec, d, device=device, resume=False, show_progress=show_progress)",
