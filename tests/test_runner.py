@@ -49,6 +49,43 @@ def test_validation_names_notebook_and_key_and_runs_nothing(project, overrides, 
     assert not (reports / "quick").exists()
 
 
+@pytest.mark.parametrize("default,accepted,refused", [
+    (3, [0, -2], [True, 2.5, "3", None, [3]]),
+    (0.5, [1, 0.25], [True, "0.5", None]),
+    (False, [True], [0, 1, "yes", None]),
+    ("x", ["y", ""], [1, None, ["x"]]),
+    ([1, 2], [[], (3,)], ["1,2", 1, {"a": 1}]),
+    ({"a": 1}, [{}], [[("a", 1)], "a"]),
+    (None, [1, "x", None, [1]], []),
+])
+def test_each_declared_type_takes_its_own_values_only(default, accepted, refused):
+    "An override must be of the type the notebook's default declares: a bool is not an int, an int is a float."
+    from advnb.workflow.project import _type_ok
+    assert all(_type_ok(default, v) for v in accepted) and not any(_type_ok(default, v) for v in refused)
+
+
+@pytest.mark.parametrize("damage", ["page deleted", "output deleted", "last run failed", "outputs unreadable"])
+def test_a_notebook_is_skipped_only_when_its_last_run_and_everything_it_wrote_are_there(project, damage):
+    reports = project / "reports"
+    assert runner.run("smoke", ["a_ok"], project=project, reports_dir=reports, log=lambda *_: None) == 0
+    out, state = reports / "smoke", reports / "smoke" / ".state" / "a_ok.json"
+    st = json.loads(state.read_text())
+    assert st["outputs"] and all((out / f).exists() for f in st["outputs"])
+    if damage == "page deleted":
+        (out / "a_ok.html").unlink()
+    elif damage == "output deleted":
+        (out / st["outputs"][0]).unlink()
+    else:
+        st.update(status="failed") if damage == "last run failed" else st.update(outputs="tables/T_table1_result.csv")
+        state.write_text(json.dumps(st))
+    logs = []
+    runner.run("smoke", ["a_ok"], project=project, reports_dir=reports, log=logs.append)
+    assert not any(line.startswith("skip") for line in logs) and (out / "a_ok.html").exists()
+    logs.clear()
+    runner.run("smoke", ["a_ok"], project=project, reports_dir=reports, log=logs.append)
+    assert any(line.startswith("skip  a_ok") for line in logs)  # the rerun repaired it: unchanged now
+
+
 def test_valid_overrides_accepted(project):
     (project / "params" / "quick.yaml").write_text(yaml.safe_dump({"a_ok": {"n": 5, "rate": 1, "name": "y"}}))
     runner.validate_param_sets(runner.load_param_sets(project, "quick"), runner.list_notebooks(project), "quick")
