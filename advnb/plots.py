@@ -17,8 +17,8 @@ import torch
 from .core import save_figure
 
 # %% auto #0
-__all__ = ['Panel', 'to_rgb', 'show_image', 'show_heatmap', 'panel_figure', 'image_grid', 'mosaic_figure', 'figure_png',
-           'Explorer', 'explorer']
+__all__ = ['Panel', 'to_rgb', 'show_image', 'show_heatmap', 'panel_figure', 'image_grid', 'mosaic_figure', 'drawn_arrays',
+           'drawing_change', 'figure_png', 'Explorer', 'explorer']
 
 # %% ../nbs/06a_plots.ipynb #6dba7475
 def to_rgb(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -144,6 +144,35 @@ def _under_runner() -> bool:
     return bool(os.environ.get("ADVNB_PLAIN_PROGRESS"))
 
 
+def drawn_arrays(fig: plt.Figure) -> list[np.ndarray]:
+    "What `fig` draws, axis by axis: each image's pixels, each line's y values, each bar's height (a step outline's y)."
+    out = []
+    for ax in fig.axes:
+        out += [np.asarray(im.get_array(), dtype=float) for im in ax.images]
+        out += [np.asarray(line.get_ydata(), dtype=float) for line in ax.lines]
+        heights = [p.get_height() if hasattr(p, "get_height") else p.get_xy()[:, 1] for p in ax.patches
+                   if hasattr(p, "get_height") or hasattr(p, "get_xy")]
+        out += [np.hstack(heights).astype(float)] if heights else []
+    return out
+
+
+def drawing_change(a: plt.Figure, b: plt.Figure) -> float:
+    "The largest change between what `a` and `b` draw, each array over its range in both: 0 alike, 1 a whole range or a new shape."
+    return _array_change(drawn_arrays(a), drawn_arrays(b))
+
+
+def _array_change(xs: list[np.ndarray], ys: list[np.ndarray]) -> float:
+    if len(xs) != len(ys):
+        return 1.0
+    change = 0.0
+    for x, y in zip(xs, ys):
+        if x.shape != y.shape:
+            return 1.0
+        span = float(np.nanmax(np.hstack([x.ravel(), y.ravel()])) - np.nanmin(np.hstack([x.ravel(), y.ravel()]))) if x.size else 0.0
+        change = max(change, float(np.nanmax(np.abs(x - y))) / span if span > 0 else 0.0)
+    return change
+
+
 def figure_png(fig: plt.Figure, dpi: int = 100) -> bytes:
     "`fig` as PNG bytes; the figure is closed (so the inline backend does not show it a second time)."
     import io
@@ -159,11 +188,12 @@ class Explorer:
     def __init__(self, view, values: Sequence, value=None, description: str = "value", static: bool | None = None,
                  label=None, dpi: int = 100):
         import ipywidgets as w
-        self.view, self.values, self.dpi, self._cache = view, list(values), dpi, {}
+        self.view, self.values, self.dpi, self._cache, self._arrays = view, list(values), dpi, {}, {}
+        self.description, self.label = description, label or str
         if not self.values:
             raise ValueError("explorer: no values to explore")
         self.static = _under_runner() if static is None else static
-        options = [((label or str)(v), v) for v in self.values]
+        options = [(self.label(v), v) for v in self.values]
         self.slider = w.SelectionSlider(options=options, value=self.values[0] if value is None else value,
                                         description=description, continuous_update=False,
                                         style={"description_width": "initial"}, layout=w.Layout(width="60%"))
@@ -187,13 +217,46 @@ class Explorer:
         self.slider.value = start
         return seen
 
+    def arrays(self, v) -> list[np.ndarray]:
+        "`drawn_arrays` of the view of `v` (drawn once per value)."
+        key = self.values.index(v)
+        if key not in self._arrays:
+            fig = self.view(v)
+            self._arrays[key] = drawn_arrays(fig)
+            plt.close(fig)
+        return self._arrays[key]
+
+    def change(self, a, b) -> float:
+        "`drawing_change` between the views of values `a` and `b`: 0 when the slider between them changes nothing drawn."
+        return _array_change(self.arrays(a), self.arrays(b))
+
+    def changes(self) -> list[float]:
+        "`change` from each value to the next, as a reader moves the slider: a 0 is a step that changes nothing drawn."
+        return [self.change(a, b) for a, b in zip(self.values, self.values[1:])]
+
+    def frames(self, n: int = 4) -> list:
+        "Up to `n` evenly spaced values (the first and the last among them), and the slider's own: a static page's views."
+        picked = set(np.linspace(0, len(self.values) - 1, min(n, len(self.values))).round().astype(int).tolist())
+        return [v for i, v in enumerate(self.values) if i in picked or v == self.slider.value]
+
+    def static_html(self, n: int = 4) -> str:
+        "The views of `frames(n)` side by side, each captioned with its value: HTML with the PNGs inline, no script."
+        import base64
+        from html import escape
+        cells = "".join(
+            f'<figure style="margin:0 1em 1em 0"><img style="max-width:100%" alt="{escape(self.description)} = '
+            f'{escape(self.label(v))}" src="data:image/png;base64,{base64.b64encode(self.png(v)).decode()}"/>'
+            f"<figcaption>{escape(self.description)} = {escape(self.label(v))}</figcaption></figure>"
+            for v in self.frames(n))
+        return f'<div style="display:flex;flex-wrap:wrap;align-items:flex-start">{cells}</div>'
+
     def _ipython_display_(self):
-        from IPython.display import Image, display
-        display(Image(data=self.png(self.slider.value)) if self.static else self.widget)
+        from IPython.display import HTML, display
+        display(HTML(self.static_html()) if self.static else self.widget)
 
 
 def explorer(view, values: Sequence, value=None, description: str = "value", static: bool | None = None,
              label=None) -> Explorer:
     """A slider over `values` (any values: negative λ, epochs, block counts) above the figure `view(value)` returns.
-    Under `advnb run` (or `static=True`) it displays the static figure of `value` (default: the first value)."""
+    Under `advnb run` (or `static=True`) it displays a few views side by side, `value`'s among them (`Explorer.frames`)."""
     return Explorer(view, values, value, description, static, label)

@@ -495,3 +495,15 @@ def test_cached_evaluation_key_follows_the_evaluation_code(tmp_path, monkeypatch
     replace_everywhere(monkeypatch, original, edited_pgd)  # in advnb.attacks and wherever it was imported
     P.cached_evaluation(spec, m, x, y, {"t": 1}, cache_dir=tmp_path, **kw)
     assert len(list((tmp_path / "paper_d_eval").iterdir())) == 2  # edited attack code: a new row, not the old one
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 8])
+def test_paint_blocks_gives_every_block_its_own_colour_and_keeps_half_the_image(k):
+    x = torch.rand(1, 10, 12, generator=torch.Generator().manual_seed(k))
+    painted = R.paint_blocks(x, k)
+    tint = 2 * painted - x.expand(3, 10, 12)
+    rows = torch.repeat_interleave(torch.arange(k), torch.tensor(R.block_sizes(10, k, "even")))
+    cols = torch.repeat_interleave(torch.arange(k), torch.tensor(R.block_sizes(12, k, "even")))
+    colours = {(int(i), int(j)): tuple(tint[:, a, b].round(decimals=5).tolist()) for a, i in enumerate(rows) for b, j in enumerate(cols)}
+    assert len(set(colours.values())) == k * k  # one colour per block, the same all over it
+    assert tint.min() >= 0 and tint.max() <= 1

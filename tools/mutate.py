@@ -348,7 +348,8 @@ MUTANTS = [
      "a signed heat map's scale starts at zero"),
     ("plots", "tests/test_plots.py", '"gray"), vmin=-lim if signed[c] else None,', '"gray"), vmin=None,',
      "a signed grid cell's scale not centred on zero"),
-    ("plots", "tests/test_plots.py tests/test_explorers.py", "        key = self.values.index(v)", "        key = 0",
+    ("plots", "tests/test_plots.py tests/test_explorers.py", "        key = self.values.index(v)\n        if key not in self._cache:",
+     "        key = 0\n        if key not in self._cache:",
      "the explorer shows the first value's figure for every value"),
     # shapes: one value per example where one per example is promised (tests/test_shapes.py)
     ("papers/e_spectral", "tests/test_spectral.py tests/test_shapes.py",
@@ -360,6 +361,12 @@ MUTANTS = [
     ("papers/c_implicit_fourier", "tests/test_implicit_fourier.py tests/test_shapes.py",
      "return beta[c], {k: v[0] for k, v in spectrum_norms(beta[c:c + 1]).items()}",
      "return beta[c], spectrum_norms(beta[c:c + 1])", "one class's norms of β̂ a one-element batch, not a number"),
+    ("plots", "tests/test_explorers.py", "        change = max(change, float(np.nanmax(np.abs(x - y))) / span if span > 0 else 0.0)",
+     "        change = max(change, float(np.nanmean(np.abs(x - y))) / span if span > 0 else 0.0)",
+     "an explorer's change is the mean change, which one changed block hardly moves"),
+    ("papers/d_rlfat", "tests/test_rlfat.py", "tint = torch.stack([i / max(k - 1, 1), 0.3 + 0.4 * ((i + j) % 2), j / max(k - 1, 1)])",
+     "tint = torch.stack([i / max(k - 1, 1), 0.3 + 0.4 * ((i + j) % 2), i / max(k - 1, 1)])",
+     "the painted blocks' colour ignores the column"),
     # the site: which outputs it shows, where, and in what order
     ("workflow/site", SITE_TESTS, "        if f.name.startswith(\".\"):", "        if False:",
      "a write in progress shown as a figure"),

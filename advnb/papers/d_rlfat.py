@@ -23,9 +23,9 @@ from ..claims import register_paper
 
 # %% auto #0
 __all__ = ['PAPER', 'RBS_CUTS', 'RBS_SEED_OFFSET', 'SENSITIVITY_SHIFTS', 'block_sizes', 'block_permutation_index', 'rbs_indices',
-           'apply_block_indices', 'rbs', 'rlft_loss', 'adversarial_examples', 'rlfat_loss', 'rbs_pgdat_objective',
-           'rbs_trades_objective', 'rlfat_p_objective', 'rlfat_t_objective', 'hsv_brightness', 'gamma_map',
-           'input_gradients', 'loss_sensitivity', 'sensitivity_row', 'smoothgrad', 'salience_image']
+           'apply_block_indices', 'rbs', 'paint_blocks', 'rlft_loss', 'adversarial_examples', 'rlfat_loss',
+           'rbs_pgdat_objective', 'rbs_trades_objective', 'rlfat_p_objective', 'rlfat_t_objective', 'hsv_brightness',
+           'gamma_map', 'input_gradients', 'loss_sensitivity', 'sensitivity_row', 'smoothgrad', 'salience_image']
 
 # %% ../../nbs/d1_rlfat.ipynb #a013d042
 PAPER = register_paper("D", "RLFAT: robust local features for adversarial training")  # the report site's page for this paper is titled so
@@ -89,6 +89,15 @@ def rbs(x: torch.Tensor, k: int = 2, seed: int | None = None, cuts: str = "rando
         generator = torch_generator(0 if seed is None else seed)
     rows, cols = rbs_indices(x.shape[0], x.shape[2], x.shape[3], k, cuts, generator)
     return apply_block_indices(x, rows, cols)
+
+# %% ../../nbs/d1_rlfat.ipynb #57eda8a8
+def paint_blocks(x: torch.Tensor, k: int) -> torch.Tensor:
+    "A (C, H, W) image in [0, 1] blended half and half with its k×k even blocks, each tinted by its row and column."
+    h, w = x.shape[1:]
+    i = torch.repeat_interleave(torch.arange(k), torch.tensor(block_sizes(h, k, "even")))[:, None].expand(h, w).float()
+    j = torch.repeat_interleave(torch.arange(k), torch.tensor(block_sizes(w, k, "even")))[None, :].expand(h, w).float()
+    tint = torch.stack([i / max(k - 1, 1), 0.3 + 0.4 * ((i + j) % 2), j / max(k - 1, 1)])
+    return 0.5 * (x.expand(3, h, w) if x.shape[0] == 1 else x) + 0.5 * tint
 
 # %% ../../nbs/d1_rlfat.ipynb #c250e7d9
 RBS_SEED_OFFSET = 10**12
