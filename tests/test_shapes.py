@@ -218,6 +218,7 @@ CASES = {  # "module.function": (call, what it returns)
                                    (T(N, H, dtype=i64), T(N, W + 2, dtype=i64))),
     "papers.d_rlfat.apply_block_indices": (lambda: DR.apply_block_indices(x(), torch.arange(H).repeat(N, 1)), T(N, CH, H, W)),
     "papers.d_rlfat.rbs": (lambda: DR.rbs(x(), seed=0), T(N, CH, H, W)),
+    "papers.d_rlfat.paint_blocks": (lambda: DR.paint_blocks(x()[0, :1], 3), T(3, H, W)),
     "papers.d_rlfat.rlft_loss": (lambda: DR.rlft_loss(logits(), logits().flip(0)), T()),
     "papers.d_rlfat.adversarial_examples": (lambda: DR.adversarial_examples(cnn(), x(), y(), "trades", steps=1), T(N, CH, H, W)),
     "papers.d_rlfat.hsv_brightness": (lambda: DR.hsv_brightness(x(), 0.1), T(N, CH, H, W)),
