@@ -921,6 +921,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'advnb.workflow.site._notebook_rows': ('site.html#_notebook_rows', 'advnb/workflow/site.py'),
                                      'advnb.workflow.site._short': ('site.html#_short', 'advnb/workflow/site.py'),
                                      'advnb.workflow.site.build_site': ('site.html#build_site', 'advnb/workflow/site.py'),
+                                     'advnb.workflow.site.claim_outputs': ('site.html#claim_outputs', 'advnb/workflow/site.py'),
                                      'advnb.workflow.site.claim_rows': ('site.html#claim_rows', 'advnb/workflow/site.py'),
                                      'advnb.workflow.site.describe_run': ('site.html#describe_run', 'advnb/workflow/site.py'),
                                      'advnb.workflow.site.format_value': ('site.html#format_value', 'advnb/workflow/site.py'),

@@ -136,6 +136,12 @@ def test_build_site_writes_every_page_with_the_claims_of_every_scale(demo_report
     assert '<th class="paper-col">paper (CIFAR-10)</th>' in paper and "0.8123" in paper
     # claims at this scale, the other scale's verdict beside; values as lines, not JSON
     assert "A.3.1.demo@epochs=40" in paper and "quick: <span class=\"badge does-not-hold\">" in paper
+    # each claim links to what its notebook's run drew: the whole figure (not its panel again) and the table; the
+    # figure without a sidecar names no notebook, and the variant run drew nothing
+    shown = re.findall(r'<tr id="x-A-3-1-demo".*?shown in (.*?)</small>', paper, re.S)
+    assert shown == ['<a href="paper-A.html#x-A_fig1_curve">Figure 1</a>, <a href="paper-A.html#x-A_table1_acc">Table 1</a>']
+    assert 'id="x-A_fig1_curve"' in paper and 'id="x-A_table1_acc"' in paper  # the links land
+    assert "shown in" not in paper.split('id="x-A-3-1-demo-epochs-40"')[1].split("</tr>")[0]
     assert '{"d"' not in paper and "<dt>se</dt><dd>0.06</dd>" in paper
     claims = (smoke / "claims.html").read_text()
     rows = re.findall(r'<tr data-paper="A" data-verdicts="([^"]*)"', claims)
@@ -144,6 +150,7 @@ def test_build_site_writes_every_page_with_the_claims_of_every_scale(demo_report
     assert verdicts == [{"smoke": "holds", "quick": "does not hold"}, {"smoke": "inconclusive"}, {"quick": "holds"},
                         {"smoke": "holds", "quick": "inconclusive"}]
     assert "<small>A.3.3.acc</small>" in claims and "fashionmnist" in claims
+    assert claims.count('shown in <a href="paper-A.html#x-A_fig1_curve">Figure 1</a>') == 2  # the two smoke claims of a1_demo
     text = index.read_text()
     assert "Paper A" in text and "a1_demo.html" in text and "3 claims" in text
     for page in smoke.glob("*.html"):

@@ -35,7 +35,7 @@ __all__ = ['MATHJAX_URL', 'LEFTOVER_AGE_S', 'TEMPLATE_DIR', 'SCALE_NOTES', 'DRY_
            'VERDICTS', 'mathjax_source', 'install_mathjax', 'remove_leftovers', 'notebook_html', 'remote_resources',
            'parse_output_name', 'run_parameters', 'model_parameter_names', 'is_dataset_parameter', 'describe_run',
            'outputs', 'paper_titles', 'scales_run', 'claim_rows', 'format_value', 'site_environment', 'table_html',
-           'build_site']
+           'claim_outputs', 'build_site']
 
 # %% ../../nbs/09_site.ipynb #0fe5ccc9
 MATHJAX_URL = "_static/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"  # relative to reports/<scale>/
@@ -322,6 +322,18 @@ def table_html(csv: Path) -> tuple[Markup, int]:
                                     for v, pc in zip(row, pcols)) + "</tr>" for row in df.itertuples(index=False))
     return Markup(f"<table><tr>{head}</tr>{body}</table>"), len(df)
 
+# %% ../../nbs/09_site.ipynb #fd62fe7c
+def claim_outputs(claim: dict, figures: list[dict], tables: list[dict]) -> list[dict]:
+    "`{label, href}` of the main figures and the tables that the run (notebook and variant) recording `claim` wrote."
+    nb, variant = claim.get("notebook") or "", claim["id"].partition("@")[2]
+    mine = [o for o in figures + tables if nb and o["notebook"].partition("@")[0] == nb and o["variant"] == variant]
+    mains = {o["numbers"][0] for o in mine if o["numbers"] and not re.search(r"\d[a-z]+$", o["numbers"][0])}
+    keep = [o for o in mine if not o["numbers"] or re.sub(r"(?<=\d)[a-z]+$", "", o["numbers"][0]) not in mains
+            or o["numbers"][0] in mains]  # a panel only where its figure was not saved whole
+    keep.sort(key=lambda o: (o["file"].startswith("tables/"), _fig_key(o["numbers"][0]) if o["numbers"] else ("~",), o["stem"]))
+    return [{"label": o["label"] or o["name"], "href": f"{'foundation' if o['page'] == 'foundation' else 'paper-' + o['page']}"
+             f".html#{_anchor(o['stem'])}"} for o in keep]
+
 # %% ../../nbs/09_site.ipynb #1ce555fa
 def _counts(verdicts) -> dict:
     c = {v: 0 for v in VERDICTS}
@@ -361,7 +373,8 @@ def build_site(reports_root: Path, scale: str, stems: list[str] | None = None) -
         if scale in r["at"]:
             a = r["at"][scale]
             here.append({**a, "id": r["id"], "variant": r["variant"], "anchor": _anchor(r["id"]),
-                         "others": [(s, x["verdict"]) for s, x in r["at"].items() if s != scale]})
+                         "others": [(s, x["verdict"]) for s, x in r["at"].items() if s != scale],
+                         "rests_on": claim_outputs(a, figures, tables)})
     titles = paper_titles()
     keys = list(titles) + sorted({x for x in [*(c["paper"] for c in here), *(f["page"] for f in figures + tables),
                                               *(_group(n["stem"]) for n in notebooks)] if x not in titles and x != "foundation"})
@@ -395,7 +408,8 @@ def build_site(reports_root: Path, scale: str, stems: list[str] | None = None) -
     for g in groups:
         atomic_write_text(reports / g["href"], env.get_template("paper.html.j2").render(title=g["short"], p=g, **common))
     claim_list = [{**r, "paper_value": next(iter(r["at"].values()))["paper_value"],
-                   "verdicts": {s: a["verdict"] for s, a in r["at"].items()}} for r in rows]
+                   "verdicts": {s: a["verdict"] for s, a in r["at"].items()},
+                   "rests_on": claim_outputs(r["at"][scale], figures, tables) if scale in r["at"] else []} for r in rows]
     atomic_write_text(reports / "claims.html", env.get_template("claims.html.j2").render(
         title="Claims", rows=claim_list, papers=sorted({r["paper"] for r in rows}),
         cscales=scales_run(reports_root), **common))
