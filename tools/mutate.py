@@ -375,6 +375,8 @@ MUTANTS = [
      "        nb = nb if isinstance(nb, str) else \"\"", "a sidecar's notebook becomes a link whatever it holds"),
     ("workflow/site", SITE_TESTS, "    return (m[1], int(m[2]) if m[2] else -1, m[3])", "    return (m[1], m[2], m[3])",
      "figure numbers sorted as text (10 before 2)"),
+    ("workflow/site", SITE_TESTS, 'and o["notebook"].partition("@")[0] == nb and o["variant"] == variant]',
+     'and o["notebook"].partition("@")[0] == nb]', "a claim links the figures its notebook drew in every variant run"),
     ("workflow/site", SITE_TESTS, "        if now - p.stat().st_mtime > older_than_s:", "        if True:",
      "a write still in progress removed as a leftover"),
 ]
