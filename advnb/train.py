@@ -387,7 +387,7 @@ def _train_epoch(spec, model, opt, scaler, callbacks, train_ds, epoch, steps_per
     layout = torch.channels_last if use_channels_last(device) else torch.preserve_format
     sums = EpochSums(device)
     model.train()
-    bar = progress(loader, desc=f"epoch {epoch + 1}/{spec.epochs}", leave=False, disable=not show_progress, model=spec.name)
+    bar = progress(loader, desc=f"epoch {epoch + 1}/{trained_epochs(spec)}", leave=False, disable=not show_progress, model=spec.name)
     for i, (x, y) in enumerate(bar):
         if i == steps_per_epoch:  # a dry run's few steps
             break

@@ -8,6 +8,7 @@ import torch
 import yaml
 
 from advnb import core, data, zoo
+from advnb import train as train_module
 from advnb.checkpoints import completed_steps
 from advnb.train import TrainSpec, eval_data, train_batch_size, trained_epochs
 from advnb.workflow import runner
@@ -42,10 +43,13 @@ def test_a_larger_subset_holds_images_a_smaller_one_lacks(dry):
     assert not any(torch.equal(a, b) for a in more.x[10:] for b in used.x)  # round 3000 is no round of the smaller
 
 
-def test_a_model_trains_its_first_epochs_a_few_steps_each_in_the_dry_runs_own_cache(dry, tmp_path):
+def test_a_model_trains_its_first_epochs_a_few_steps_each_in_the_dry_runs_own_cache(dry, tmp_path, monkeypatch):
     spec = TrainSpec(arch="simple_cnn", dataset="cifar10", epochs=5, batch_size=4, lr=0.01, checkpoint_every=1)
     assert trained_epochs(spec) == dry.dry_run_epochs == 2
+    bars, progress = [], train_module.progress
+    monkeypatch.setattr(train_module, "progress", lambda *a, **kw: bars.append(kw.get("desc")) or progress(*a, **kw))
     model = zoo.get(spec, device="cpu", show_progress=False)
+    assert [b for b in bars if b.startswith("epoch")] == ["epoch 1/2", "epoch 2/2"]  # the display counts what runs
     d = zoo.spec_dir(spec)
     assert d.parent.parent == tmp_path / "cache" / "dry-run"  # <cache>/dry-run/zoo/<model>
     assert [r["epoch"] for r in zoo.history(spec)] == [1, 2]
