@@ -928,6 +928,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'advnb.workflow.site.install_mathjax': ('site.html#install_mathjax', 'advnb/workflow/site.py'),
                                      'advnb.workflow.site.is_dataset_parameter': ( 'site.html#is_dataset_parameter',
                                                                                    'advnb/workflow/site.py'),
+                                     'advnb.workflow.site.main_number': ('site.html#main_number', 'advnb/workflow/site.py'),
                                      'advnb.workflow.site.mathjax_source': ('site.html#mathjax_source', 'advnb/workflow/site.py'),
                                      'advnb.workflow.site.model_parameter_names': ( 'site.html#model_parameter_names',
                                                                                     'advnb/workflow/site.py'),

@@ -168,7 +168,8 @@ def _array_change(xs: list[np.ndarray], ys: list[np.ndarray]) -> float:
     for x, y in zip(xs, ys):
         if x.shape != y.shape:
             return 1.0
-        span = float(np.nanmax(np.hstack([x.ravel(), y.ravel()])) - np.nanmin(np.hstack([x.ravel(), y.ravel()]))) if x.size else 0.0
+        both = np.concatenate([x.ravel(), y.ravel()])
+        span = float(np.nanmax(both) - np.nanmin(both)) if x.size else 0.0
         change = max(change, float(np.nanmax(np.abs(x - y))) / span if span > 0 else 0.0)
     return change
 

@@ -35,7 +35,7 @@ __all__ = ['MATHJAX_URL', 'LEFTOVER_AGE_S', 'TEMPLATE_DIR', 'SCALE_NOTES', 'DRY_
            'VERDICTS', 'mathjax_source', 'install_mathjax', 'remove_leftovers', 'notebook_html', 'remote_resources',
            'parse_output_name', 'run_parameters', 'model_parameter_names', 'is_dataset_parameter', 'describe_run',
            'outputs', 'paper_titles', 'scales_run', 'claim_rows', 'format_value', 'site_environment', 'table_html',
-           'claim_outputs', 'build_site']
+           'main_number', 'claim_outputs', 'build_site']
 
 # %% ../../nbs/09_site.ipynb #0fe5ccc9
 MATHJAX_URL = "_static/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"  # relative to reports/<scale>/
@@ -323,13 +323,19 @@ def table_html(csv: Path) -> tuple[Markup, int]:
     return Markup(f"<table><tr>{head}</tr>{body}</table>"), len(df)
 
 # %% ../../nbs/09_site.ipynb #fd62fe7c
+def main_number(number: str) -> str:
+    "The figure a panel belongs to: `1b` → `1`, `S2a` → `S2`; a whole figure's number is its own."
+    return re.sub(r"(?<=\d)[a-z]+$", "", number)
+
+
 def claim_outputs(claim: dict, figures: list[dict], tables: list[dict]) -> list[dict]:
     "`{label, href}` of the main figures and the tables that the run (notebook and variant) recording `claim` wrote."
     nb, variant = claim.get("notebook") or "", claim["id"].partition("@")[2]
     mine = [o for o in figures + tables if nb and o["notebook"].partition("@")[0] == nb and o["variant"] == variant]
-    mains = {o["numbers"][0] for o in mine if o["numbers"] and not re.search(r"\d[a-z]+$", o["numbers"][0])}
-    keep = [o for o in mine if not o["numbers"] or re.sub(r"(?<=\d)[a-z]+$", "", o["numbers"][0]) not in mains
-            or o["numbers"][0] in mains]  # a panel only where its figure was not saved whole
+    first = {o["stem"]: o["numbers"][0] if o["numbers"] else "" for o in mine}
+    whole = {n for n in first.values() if n and n == main_number(n)}
+    # a whole figure, or a panel where its figure was not saved whole
+    keep = [o for o in mine if first[o["stem"]] in whole or main_number(first[o["stem"]]) not in whole]
     keep.sort(key=lambda o: (o["file"].startswith("tables/"), _fig_key(o["numbers"][0]) if o["numbers"] else ("~",), o["stem"]))
     return [{"label": o["label"] or o["name"], "href": f"{'foundation' if o['page'] == 'foundation' else 'paper-' + o['page']}"
              f".html#{_anchor(o['stem'])}"} for o in keep]
@@ -384,7 +390,7 @@ def build_site(reports_root: Path, scale: str, stems: list[str] | None = None) -
         by_num: dict[str, dict] = {}
         for f in sorted(figs, key=lambda f: (_fig_key(f["numbers"][0]) if f["numbers"] else ("~",), f["stem"])):
             num = f["numbers"][0] if f["numbers"] else ""
-            main = re.sub(r"(?<=\d)[a-z]+$", "", num)
+            main = main_number(num)
             g = by_num.setdefault(main, {"label": f"Figure {main}" if main else "Other figures", "main": [], "panels": []})
             g["main" if num == main else "panels"].append(f)
         groups.append({"key": k, "href": f"paper-{k}.html" if k != "foundation" else "foundation.html",
