@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps 'torchattacks>=3.5'  # AutoAttack's components; see `peers` for why --no-deps
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
@@ -44,10 +45,10 @@ sync-check: install
 	$(BIN)/python tools/check_sync.py
 
 ## the attack peers for tests/test_attack_peers.py and the benchmark. torchattacks 3.5.1 pins requests~=2.25.1,
-## which conflicts with jupyterlab's requests; it needs only torch at run time, so it is installed without its pins.
+## which conflicts with jupyterlab's requests; it needs only torch and scipy at run time, so `install` installs it
+## without its pins (AutoAttack is built on its components); foolbox comes with the `peers` extra.
 peers: install
 	$(BIN)/python -m pip install --quiet -e '.[test,peers]'
-	$(BIN)/python -m pip install --quiet --no-deps 'torchattacks>=3.5'
 	$(BIN)/python -m pytest -m peers tests/test_attack_peers.py
 
 bench: install

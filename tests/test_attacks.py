@@ -340,7 +340,8 @@ def test_every_attack_accepts_a_seed(trained):
     model, x, y = trained
     hp = {"fgsm": dict(eps=0.05), "pgd": dict(eps=0.05, alpha=0.02, steps=2), "cw_l2": dict(steps=2, binary_search_steps=1),
           "deepfool": dict(steps=2, num_classes=4), "adef": dict(steps=2), "salt_and_pepper": dict(steps=5),
-          "nattack": dict(eps=0.05, samples=4, iters=1), "fgsm_search": dict(n_eps=5), "pgd_search": dict(steps=2)}
+          "nattack": dict(eps=0.05, samples=4, iters=1), "fgsm_search": dict(n_eps=5), "pgd_search": dict(steps=2),
+          "autoattack": dict(eps=0.05, steps=2, square_queries=5)}
     assert set(hp) == set(ATTACKS)
     for name, fn in ATTACKS.items():
         out = fn(model, x[:4], y[:4], seed=3, **hp[name])

@@ -15,7 +15,7 @@ import torch
 
 import advnb
 import advnb.papers
-from advnb import attack_basics as AB, attacks as A, checkpoints as CK, data as D, fourier as FO, gradient_attacks as GA
+from advnb import attack_basics as AB, attacks as A, autoattack as AA, checkpoints as CK, data as D, fourier as FO, gradient_attacks as GA
 from advnb import models as M, train as TR
 from advnb.papers import a_frequency as AF, a_local_response as AL, a_setup as AS, a_spatial as ASP
 from advnb.papers import b_smooth_kernels as B, c_implicit_fourier as C, d_rlfat as DR, e_spectral as E
@@ -120,6 +120,9 @@ CASES = {  # "module.function": (call, what it returns)
     "minimum_norm_attacks.adef": (lambda: A.adef(cnn(), x(), y(), steps=2), T(N, CH, H, W)),
     "query_attacks.salt_and_pepper": (lambda: A.salt_and_pepper(cnn(), x(), y(), steps=3), T(N, CH, H, W)),
     "query_attacks.nattack": (lambda: A.nattack(cnn(), x(), y(), eps=0.1, samples=4, iters=2), T(N, CH, H, W)),
+    "autoattack.autoattack": (lambda: A.autoattack(cnn(), x(), y(), eps=0.1, steps=2, square_queries=4), T(N, CH, H, W)),
+    "autoattack.linear_robust_set": (lambda: AA.linear_robust_set(torch.nn.Linear(CH * H * W, K), x(), y(), 0.1),
+                                     T(N, dtype=boolean)),
     # foundation: checkpoints, data, Fourier grids, models, training
     "checkpoints.load_tensors": (saved_tensors, ({"w": T(2, 3), "step": T(dtype=i64)}, 1)),
     "data.crop_flip": (lambda: D.crop_flip(x(), torch.zeros(N, dtype=i64), torch.ones(N, dtype=i64),
