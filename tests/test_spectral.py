@@ -271,3 +271,35 @@ def test_each_layer_is_measured_at_the_size_of_its_input():
     assert sv["0"].shape == (16 * 3,) and sv["2"].shape == (16 * 3,)
     explicit = torch.linalg.svdvals(strided_conv_matrix(net[0].weight.detach(), 8, 2, 1)).sort().values[-48:]
     assert torch.allclose(sv["0"].double().sort().values, explicit, rtol=1e-5, atol=1e-5)
+
+
+def test_accuracy_rises_by_the_one_rule():
+    from advnb.papers.e_spectral import accuracy_rises
+    n = {0: 400, 4: 400, 8: 400}
+    assert accuracy_rises({0: 0.1, 4: 0.3, 8: 0.5}, n)[0] is True
+    assert accuracy_rises({0: 0.1, 4: 0.6, 8: 0.3}, n)[0] is False   # the span rises, the step 4 -> 8 falls beyond noise
+    assert accuracy_rises({0: 0.5, 4: 0.45, 8: 0.3}, n)[0] is False  # the span falls
+    assert accuracy_rises({0: 0.30, 8: 0.32}, {0: 100, 8: 100})[0] is None
+    verdict, stats = accuracy_rises({8: 0.5, 0: 0.1, 4: 0.3}, n)  # strengths in any order: sorted
+    assert verdict is True and list(stats) == ["span", "0->4", "4->8"] and stats["span"][0] == 0.4
+    se = (0.5 * 0.5 / 400 + 0.1 * 0.9 / 400) ** 0.5
+    assert stats["span"][1] == round(se, 4)
+
+
+def test_autoattack_record_on_a_linear_model():
+    "Robust accuracy among the clean-correct examples of the first n, AutoAttack's equal to the exact answer."
+    from advnb.autoattack import linear_robust_set
+    from advnb.papers.e_spectral import autoattack_record
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3 * 8 * 8, 10)
+    model = torch.nn.Sequential(torch.nn.Flatten(), layer)
+    x = torch.rand(70, 3, 8, 8)
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    y = pred.roll(1).where(torch.arange(70) % 4 == 0, pred)
+    rec = autoattack_record(model, (x, y), eps=0.02, alpha=0.005, steps=5, n=60)
+    correct = pred[:60] == y[:60]
+    exact = linear_robust_set(layer, x[:60], y[:60], 0.02)
+    assert rec["n"] == 60 and rec["clean-correct"] == int(correct.sum())
+    assert rec["AutoAttack accuracy"] == pytest.approx(float(exact[correct].float().mean()))
+    assert rec["PGD accuracy"] >= rec["AutoAttack accuracy"]

@@ -396,6 +396,13 @@ MUTANTS = [
     ("papers/d_setup", "tests/test_autoattack.py",
      "    ev = evaluate(model, x[:autoattack_n], y[:autoattack_n], atk, batch_size=batch_size, seed=seed)",
      "    ev = evaluate(model, x, y, atk, batch_size=batch_size, seed=seed)", "D's AutoAttack row attacks every image"),
+    ("papers/e_spectral", "tests/test_spectral.py",
+     "    if exceeds(*span) is False or any(exceeds(d, se) is False for d, se in steps.values()):",
+     "    if exceeds(*span) is False:", "an ordering rises over a step that falls beyond noise"),
+    ("papers/e_spectral", "tests/test_spectral.py",
+     '            "AutoAttack accuracy": ev.robust_accuracy("AutoAttack", clean_first=True),',
+     '            "AutoAttack accuracy": ev.robust_accuracy("AutoAttack"),',
+     "E's AutoAttack accuracy counts the examples wrong when clean"),
     ("attacks", "tests/test_autoattack.py", "            rc &= self.attacks[k].robust_correct",
      "            rc = self.attacks[k].robust_correct", "the worst case is the last attack's robust set"),
 ]

@@ -17,11 +17,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..train import Callback, TrainSpec, register_callback
-from ..attacks import Attack, attack_batches, evaluate, pgd, predict
+from ..attacks import Attack, attack_batches, autoattack, evaluate, pgd, predict
 from ..data import dataset_info, load_dataset, take
 from ..models import FeatureMixin, blocks_per_stage, check_in_shape, make_normalize, positive_int, register_architecture
 from ..zoo import cached_result
-from ..claims import register_paper
+from ..claims import accuracy_difference_se, exceeds, register_paper
 
 # %% auto #0
 __all__ = ['PAPER', 'AR_STRENGTHS', 'conv_transfer', 'conv_singular_values', 'layer_singular_values', 'singular_value_stats',
@@ -29,7 +29,7 @@ __all__ = ['PAPER', 'AR_STRENGTHS', 'conv_transfer', 'conv_singular_values', 'la
            'target_probability', 'loss_variation', 'rms_about_zero', 'std_change_sums', 'magnitude_larger',
            'FixupBlock', 'FixupResNet', 'fixup_resnet', 'fixup_resnet56', 'fixup_resnet110', 'WRN50_2', 'wrn50_2',
            'paper_e_specs', 'paper_e_data', 'paper_e_label', 'generalisation_record', 'cached_generalisation_record',
-           'gap_se', 'error_gap_change']
+           'gap_se', 'error_gap_change', 'autoattack_record', 'cached_autoattack_record', 'accuracy_rises']
 
 # %% ../../nbs/e1_spectral.ipynb #35a78982
 PAPER = register_paper("E", "Regularization of adversarial robustness")  # the report site's page for this paper is titled so
@@ -385,3 +385,38 @@ def error_gap_change(before: dict, after: dict) -> tuple[float, float]:
     "(change of the error gap from record `before` to `after`, its binomial SE over the four error rates, independent)."
     v = sum(r[f"{k} error"] * (1 - r[f"{k} error"]) / len(r[f"{k} losses"]) for r in (before, after) for k in ("train", "test"))
     return after["error gap"] - before["error gap"], v ** 0.5
+
+# %% ../../nbs/e1_spectral.ipynb #8960c286
+def autoattack_record(model: nn.Module, test_xy, eps: float, alpha: float, steps: int, n: int | None = None,
+                      batch_size: int = 256, seed: int = 0) -> dict:
+    "PGD and AutoAttack robust accuracy on the clean-correct examples among the first `n` of `test_xy`, and their count."
+    x, y = test_xy[0][:n], test_xy[1][:n]
+    ev = evaluate(model, x, y, {"PGD": Attack("pgd", eps=eps, alpha=alpha, steps=steps), "AutoAttack": Attack("autoattack", eps=eps)},
+                  batch_size=batch_size, seed=seed)
+    return {"PGD accuracy": ev.robust_accuracy("PGD", clean_first=True),
+            "AutoAttack accuracy": ev.robust_accuracy("AutoAttack", clean_first=True),
+            "clean-correct": int(ev.clean_correct.sum()), "n": ev.n}
+
+
+def cached_autoattack_record(spec: TrainSpec, model: nn.Module, test_xy, test_id: dict, eps: float, alpha: float,
+                             steps: int, n: int | None = None, seed: int = 0) -> dict:
+    "`autoattack_record` of the zoo model of `spec`, cached under `<cache>/paper_e_autoattack/`."
+    key = {"test": test_id, "n_test": len(test_xy[1]), "n": n, "eps": eps, "alpha": alpha, "steps": steps, "seed": seed}
+    return cached_result(spec, "paper_e_autoattack", key,
+                         lambda: autoattack_record(model, test_xy, eps, alpha, steps, n, seed=seed),
+                         code=(autoattack_record, evaluate, pgd, autoattack))
+
+# %% ../../nbs/e1_spectral.ipynb #be9e101c
+def accuracy_rises(accuracy: dict, counts: dict) -> tuple[bool | None, dict]:
+    "The one rule on an accuracy ordered by strength (`{strength: accuracy}`, `{strength: examples}`): does it rise?"
+    s = sorted(accuracy)
+    def step(a, b):
+        d = accuracy[b] - accuracy[a]
+        return d, accuracy_difference_se(accuracy[b], counts[b], accuracy[a], counts[a])
+    steps = {f"{a}->{b}": step(a, b) for a, b in zip(s, s[1:])}
+    span = step(s[0], s[-1])
+    if exceeds(*span) is False or any(exceeds(d, se) is False for d, se in steps.values()):
+        verdict = False
+    else:
+        verdict = True if exceeds(*span) else None
+    return verdict, {"span": [round(v, 4) for v in span], **{k: [round(v, 4) for v in ds] for k, ds in steps.items()}}
