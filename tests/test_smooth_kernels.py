@@ -283,3 +283,26 @@ def test_two_way_mean_se_by_hand():
     assert B.two_way_mean_se([[0] * 4, [2] * 4])[1] == pytest.approx(1.0)
     with pytest.raises(ValueError):
         B.two_way_mean_se([[1, 2, 3]])
+
+
+def test_ahead_in_most_counts_cells_by_the_one_rule():
+    from advnb.papers.b_smooth_kernels import ahead_in_most
+    ahead, level, behind = (0.3, 0.1), (0.0, 0.1), (-0.3, 0.1)
+    assert ahead_in_most([ahead, ahead, ahead, level]) == (True, 3, 0)
+    assert ahead_in_most([ahead, ahead, level, level]) == (None, 2, 0)  # half is not more than half
+    assert ahead_in_most([ahead, behind, level]) == (False, 1, 1)
+    assert ahead_in_most([level, level]) == (False, 0, 0)  # nothing ahead: no more ahead than behind
+
+
+def test_autoattack_robust_is_the_exact_set_of_a_linear_model():
+    from advnb.autoattack import linear_robust_set
+    from advnb.papers.b_smooth_kernels import autoattack_robust
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(1 * 6 * 6, 4)
+    model = torch.nn.Sequential(torch.nn.Flatten(), layer)
+    x = torch.rand(40, 1, 6, 6)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    robust = autoattack_robust(model, x, y, eps=0.05)
+    exact = linear_robust_set(layer, x, y, 0.05)
+    assert robust == exact.tolist() and 0 < sum(robust) < len(robust)

@@ -403,6 +403,10 @@ MUTANTS = [
      '            "AutoAttack accuracy": ev.robust_accuracy("AutoAttack", clean_first=True),',
      '            "AutoAttack accuracy": ev.robust_accuracy("AutoAttack"),',
      "E's AutoAttack accuracy counts the examples wrong when clean"),
+    ("papers/b_smooth_kernels", "tests/test_smooth_kernels.py",
+     "    verdict = True if ahead > len(cells) / 2 else False if ahead <= behind else None",
+     "    verdict = True if ahead >= len(cells) / 2 else False if ahead <= behind else None",
+     "half the cells ahead counts as most"),
     ("attacks", "tests/test_autoattack.py", "            rc &= self.attacks[k].robust_correct",
      "            rc = self.attacks[k].robust_correct", "the worst case is the last attack's robust set"),
 ]

@@ -24,11 +24,11 @@ from ..fourier import radius_cycles_per_pixel
 from ..data import DATASETS, DatasetInfo, derive_seed, register_dataset
 from ..models import FeatureMixin, check_in_shape, make_normalize, register_architecture
 from ..train import Callback, TrainSpec, register_callback, register_objective, register_regularizer
-from ..attacks import Attack, attack_batches, evaluate, model_device, predict
+from ..attacks import Attack, attack_batches, autoattack, evaluate, model_device, predict
 from ..attack_basics import iterations
 from ..data import load_dataset
 from ..zoo import cached_result, get as zoo_get
-from ..claims import register_paper
+from ..claims import exceeds, register_paper
 
 # %% auto #0
 __all__ = ['PAPER', 'FOUR_SHAPES', 'FOUR_SHAPES_DEFAULT_PER_CLASS', 'FOUR_SHAPES_INFO', 'PAPER_B_LOSSES', 'PAPER_B_LAMBDAS',
@@ -39,9 +39,10 @@ __all__ = ['PAPER', 'FOUR_SHAPES', 'FOUR_SHAPES_DEFAULT_PER_CLASS', 'FOUR_SHAPES
            'validation_split', 'validation_record', 'validation_score', 'best_on_validation', 'select_hyperparameters',
            'paper_b_tuned', 'lambda_curve_panel', 'fgsm_search', 'pgd_search', 'foolbox_default_attacks',
            'perturbation_sizes', 'attack_record', 'robust_per_image', 'accuracy_at', 'correct_per_image',
-           'accuracy_curve', 'accuracy_curve_panel', 'cached_attack_records', 'ResNet50', 'resnet50',
-           'high_frequency_fraction', 'kernel_spectrum', 'activation_maximisation', 'image_correlation', 'class_means',
-           'two_way_mean_se', 'most_deceptive']
+           'accuracy_curve', 'accuracy_curve_panel', 'cached_attack_records', 'autoattack_robust',
+           'cached_autoattack_robust', 'ahead_in_most', 'ResNet50', 'resnet50', 'high_frequency_fraction',
+           'kernel_spectrum', 'activation_maximisation', 'image_correlation', 'class_means', 'two_way_mean_se',
+           'most_deceptive']
 
 # %% ../../nbs/b1_smooth_kernels.ipynb #c299fd4c
 PAPER = register_paper("B", "Smooth kernels improve adversarial robustness")  # the report site's page for this paper is titled so
@@ -467,6 +468,27 @@ def cached_attack_records(spec: TrainSpec, model: nn.Module, x: torch.Tensor, y:
                                                        "settings": attack_settings, "seed": seed},
                                 lambda fn=fn: attack_record(model, x, y, fn, seed=seed), code=code, cache_dir=cache_dir)
             for name, fn in foolbox_default_attacks(**attack_settings).items()}
+
+# %% ../../nbs/b1_smooth_kernels.ipynb #d944b191
+def autoattack_robust(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int = 0) -> list[bool]:
+    "Per image: right on x and not fooled by AutoAttack (standard, ℓ∞ ≤ `eps`)."
+    ev = evaluate(model, x, y, {"AutoAttack": Attack("autoattack", eps=eps)}, seed=seed, warn_at_chance=False)
+    return ev.attacks["AutoAttack"].robust_correct.tolist()
+
+
+def cached_autoattack_robust(spec: TrainSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, test_id: dict,
+                             eps: float, seed: int = 0) -> list[bool]:
+    "`autoattack_robust` of the zoo model of `spec`, cached under `<cache>/paper_b_autoattack/`."
+    return cached_result(spec, "paper_b_autoattack", {"test": test_id, "n": len(x), "eps": eps, "seed": seed},
+                         lambda: autoattack_robust(model, x, y, eps, seed), code=(autoattack_robust, evaluate, autoattack))
+
+# %% ../../nbs/b1_smooth_kernels.ipynb #377b6f8d
+def ahead_in_most(cells) -> tuple[bool | None, int, int]:
+    "(verdict, cells ahead, cells behind) of `(difference, SE)` pairs by the one rule: more than half ahead holds."
+    ahead = sum(exceeds(d, se) is True for d, se in cells)
+    behind = sum(exceeds(d, se) is False for d, se in cells)
+    verdict = True if ahead > len(cells) / 2 else False if ahead <= behind else None
+    return verdict, ahead, behind
 
 # %% ../../nbs/b1_smooth_kernels.ipynb #3318460a
 class ResNet50(FeatureMixin, nn.Module):
