@@ -58,7 +58,7 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n
     for name in components:
         if name not in AUTOATTACK_STANDARD:
             raise AttackInputError(f"AutoAttack has no component {name!r}; its components: {', '.join(AUTOATTACK_STANDARD)}")
-    if not isinstance(model, nn.Module) or not any(True for _ in model.parameters()):
+    if not isinstance(model, nn.Module) or next(model.parameters(), None) is None:
         raise AttackInputError("AutoAttack (torchattacks) needs an nn.Module with parameters: it reads their device")
     params = [(p, p.requires_grad) for p in model.parameters()]
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
