@@ -290,8 +290,10 @@ def test_ahead_in_most_counts_cells_by_the_one_rule():
     ahead, level, behind = (0.3, 0.1), (0.0, 0.1), (-0.3, 0.1)
     assert ahead_in_most([ahead, ahead, ahead, level]) == (True, 3, 0)
     assert ahead_in_most([ahead, ahead, level, level]) == (None, 2, 0)  # half is not more than half
-    assert ahead_in_most([ahead, behind, level]) == (False, 1, 1)
-    assert ahead_in_most([level, level]) == (False, 0, 0)  # nothing ahead: no more ahead than behind
+    assert ahead_in_most([ahead, behind, level]) == (None, 1, 1)  # one behind of three: the level cell could decide
+    assert ahead_in_most([behind, behind, ahead]) == (False, 1, 2)
+    assert ahead_in_most([ahead, ahead, behind, behind]) == (False, 2, 2)  # half behind: no majority ahead is possible
+    assert ahead_in_most([level, level]) == (None, 0, 0)  # all within noise decides nothing
 
 
 def test_autoattack_robust_is_the_exact_set_of_a_linear_model():

@@ -470,24 +470,28 @@ def cached_attack_records(spec: TrainSpec, model: nn.Module, x: torch.Tensor, y:
             for name, fn in foolbox_default_attacks(**attack_settings).items()}
 
 # %% ../../nbs/b1_smooth_kernels.ipynb #d944b191
-def autoattack_robust(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int = 0) -> list[bool]:
-    "Per image: right on x and not fooled by AutoAttack (standard, ℓ∞ ≤ `eps`)."
-    ev = evaluate(model, x, y, {"AutoAttack": Attack("autoattack", eps=eps)}, seed=seed, warn_at_chance=False)
+def autoattack_robust(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 100,
+                      square_queries: int = 5000, seed: int = 0) -> list[bool]:
+    "Per image: right on x and not fooled by AutoAttack (standard, ℓ∞ ≤ `eps`; `steps` and `square_queries` as `autoattack`'s)."
+    atk = Attack("autoattack", eps=eps, steps=steps, square_queries=square_queries)
+    ev = evaluate(model, x, y, {"AutoAttack": atk}, seed=seed, warn_at_chance=False)
     return ev.attacks["AutoAttack"].robust_correct.tolist()
 
 
 def cached_autoattack_robust(spec: TrainSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor, test_id: dict,
-                             eps: float, seed: int = 0) -> list[bool]:
+                             eps: float, steps: int = 100, square_queries: int = 5000, seed: int = 0) -> list[bool]:
     "`autoattack_robust` of the zoo model of `spec`, cached under `<cache>/paper_b_autoattack/`."
-    return cached_result(spec, "paper_b_autoattack", {"test": test_id, "n": len(x), "eps": eps, "seed": seed},
-                         lambda: autoattack_robust(model, x, y, eps, seed), code=(autoattack_robust, evaluate, autoattack))
+    return cached_result(spec, "paper_b_autoattack", {"test": test_id, "n": len(x), "eps": eps, "steps": steps,
+                                                           "square_queries": square_queries, "seed": seed},
+                         lambda: autoattack_robust(model, x, y, eps, steps, square_queries, seed),
+                         code=(autoattack_robust, evaluate, autoattack))
 
 # %% ../../nbs/b1_smooth_kernels.ipynb #377b6f8d
 def ahead_in_most(cells) -> tuple[bool | None, int, int]:
-    "(verdict, cells ahead, cells behind) of `(difference, SE)` pairs by the one rule: more than half ahead holds."
+    "(verdict, cells ahead, cells behind) of `(difference, SE)` pairs: more than half ahead holds, half or more behind does not."
     ahead = sum(exceeds(d, se) is True for d, se in cells)
     behind = sum(exceeds(d, se) is False for d, se in cells)
-    verdict = True if ahead > len(cells) / 2 else False if ahead <= behind else None
+    verdict = True if ahead > len(cells) / 2 else False if behind >= len(cells) / 2 else None
     return verdict, ahead, behind
 
 # %% ../../nbs/b1_smooth_kernels.ipynb #3318460a

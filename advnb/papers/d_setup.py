@@ -120,11 +120,12 @@ def cached_evaluation(spec: TrainSpec, model: nn.Module, x: torch.Tensor, y: tor
 
 # %% ../../nbs/d0_setup.ipynb #2fe22243
 def evaluate_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autoattack_n: int = 1000,
-                        batch_size: int = 256, seed: int = 0, **attack_settings) -> dict:
+                        autoattack_steps: int = 100, autoattack_queries: int = 5000, batch_size: int = 256, seed: int = 0,
+                        **attack_settings) -> dict:
     """AutoAttack (standard) and Table 1's PGD and CW on the first `autoattack_n` images of `x`: the clean and the
     AutoAttack accuracy there, the per-example worst case of PGD and CW, and how much that worst case overstates it."""
     atk = {k: a for k, a in defense_attacks(**attack_settings).items() if k in ("PGD", "CW")}
-    atk["AutoAttack"] = Attack("autoattack", eps=atk["PGD"].eps)
+    atk["AutoAttack"] = Attack("autoattack", eps=atk["PGD"].eps, steps=autoattack_steps, square_queries=autoattack_queries)
     ev = evaluate(model, x[:autoattack_n], y[:autoattack_n], atk, batch_size=batch_size, seed=seed)
     return {"clean (AutoAttack images)": ev.clean_accuracy, "AutoAttack": ev.robust_accuracy("AutoAttack"),
             "worst of PGD, CW": ev.worst_case_accuracy(["PGD", "CW"]),

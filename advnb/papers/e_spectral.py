@@ -388,22 +388,25 @@ def error_gap_change(before: dict, after: dict) -> tuple[float, float]:
 
 # %% ../../nbs/e1_spectral.ipynb #8960c286
 def autoattack_record(model: nn.Module, test_xy, eps: float, alpha: float, steps: int, n: int | None = None,
-                      batch_size: int = 256, seed: int = 0) -> dict:
+                      autoattack_steps: int = 100, autoattack_queries: int = 5000, batch_size: int = 256, seed: int = 0) -> dict:
     "PGD and AutoAttack robust accuracy on the clean-correct examples among the first `n` of `test_xy`, and their count."
     x, y = test_xy[0][:n], test_xy[1][:n]
-    ev = evaluate(model, x, y, {"PGD": Attack("pgd", eps=eps, alpha=alpha, steps=steps), "AutoAttack": Attack("autoattack", eps=eps)},
-                  batch_size=batch_size, seed=seed)
+    attacks = {"PGD": Attack("pgd", eps=eps, alpha=alpha, steps=steps),
+               "AutoAttack": Attack("autoattack", eps=eps, steps=autoattack_steps, square_queries=autoattack_queries)}
+    ev = evaluate(model, x, y, attacks, batch_size=batch_size, seed=seed)
     return {"PGD accuracy": ev.robust_accuracy("PGD", clean_first=True),
             "AutoAttack accuracy": ev.robust_accuracy("AutoAttack", clean_first=True),
             "clean-correct": int(ev.clean_correct.sum()), "n": ev.n}
 
 
 def cached_autoattack_record(spec: TrainSpec, model: nn.Module, test_xy, test_id: dict, eps: float, alpha: float,
-                             steps: int, n: int | None = None, seed: int = 0) -> dict:
+                             steps: int, n: int | None = None, autoattack_steps: int = 100, autoattack_queries: int = 5000,
+                             seed: int = 0) -> dict:
     "`autoattack_record` of the zoo model of `spec`, cached under `<cache>/paper_e_autoattack/`."
-    key = {"test": test_id, "n_test": len(test_xy[1]), "n": n, "eps": eps, "alpha": alpha, "steps": steps, "seed": seed}
+    key = {"test": test_id, "n_test": len(test_xy[1]), "n": n, "eps": eps, "alpha": alpha, "steps": steps,
+           "autoattack_steps": autoattack_steps, "autoattack_queries": autoattack_queries, "seed": seed}
     return cached_result(spec, "paper_e_autoattack", key,
-                         lambda: autoattack_record(model, test_xy, eps, alpha, steps, n, seed=seed),
+                         lambda: autoattack_record(model, test_xy, eps, alpha, steps, n, autoattack_steps, autoattack_queries, seed=seed),
                          code=(autoattack_record, evaluate, pgd, autoattack))
 
 # %% ../../nbs/e1_spectral.ipynb #be9e101c
