@@ -627,6 +627,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                  'advnb/papers/d_rlfat.py'),
                                       'advnb.papers.d_rlfat.paint_blocks': ('d1_rlfat.html#paint_blocks', 'advnb/papers/d_rlfat.py'),
                                       'advnb.papers.d_rlfat.rbs': ('d1_rlfat.html#rbs', 'advnb/papers/d_rlfat.py'),
+                                      'advnb.papers.d_rlfat.rbs_accuracy': ('d1_rlfat.html#rbs_accuracy', 'advnb/papers/d_rlfat.py'),
                                       'advnb.papers.d_rlfat.rbs_indices': ('d1_rlfat.html#rbs_indices', 'advnb/papers/d_rlfat.py'),
                                       'advnb.papers.d_rlfat.rbs_pgdat_objective': ( 'd1_rlfat.html#rbs_pgdat_objective',
                                                                                     'advnb/papers/d_rlfat.py'),

@@ -507,3 +507,18 @@ def test_paint_blocks_gives_every_block_its_own_colour_and_keeps_half_the_image(
     colours = {(int(i), int(j)): tuple(tint[:, a, b].round(decimals=5).tolist()) for a, i in enumerate(rows) for b, j in enumerate(cols)}
     assert len(set(colours.values())) == k * k  # one colour per block, the same all over it
     assert tint.min() >= 0 and tint.max() <= 1
+
+
+def test_rbs_accuracy_is_the_accuracy_on_the_shuffled_images():
+    g = torch_generator(0)
+    x, y = torch.rand(96, 3, 8, 8, generator=g), torch.randint(0, 4, (96,), generator=g)
+    pooled = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 4))  # sees each channel's mean only
+    placed = nn.Sequential(nn.Flatten(), nn.Linear(3 * 64, 4))                      # reads every pixel where it is
+    with torch.no_grad():
+        placed[1].weight.copy_(torch.randn(4, 3 * 64, generator=g))
+        clean = (placed(x).argmax(1) == y).float().mean().item()
+        y_shuffled = placed(R.rbs(x, k=4, seed=3)).argmax(1)  # labels that are right exactly on RBS(x, 4) of seed 3
+    assert all(R.rbs_accuracy(pooled, x, y, k=k) == R.rbs_accuracy(pooled, x, y, k=1) for k in (2, 4, 8))  # RBS moves pixels
+    assert R.rbs_accuracy(placed, x, y, k=1) == clean
+    assert R.rbs_accuracy(placed, x, y_shuffled, k=4, seed=3, batch_size=40) == 1.0  # that shuffle, whatever the batches
+    assert R.rbs_accuracy(placed, x, y_shuffled, k=4, seed=4) < 0.9                  # another seed, another shuffle

@@ -411,6 +411,11 @@ MUTANTS = [
      "    verdict = True if ahead > len(cells) / 2 else False if behind >= len(cells) / 2 else None",
      "    verdict = True if ahead > len(cells) / 2 else False if ahead <= behind else None",
      "cells all within noise count against the claim"),
+    ("papers/d_rlfat", "tests/test_rlfat.py", "    xs, dev = rbs(x, k=k, seed=seed), next(model.parameters()).device",
+     "    xs, dev = rbs(x, k=k, seed=seed + 1), next(model.parameters()).device", "the shuffle ignores the call's seed"),
+    ("papers/d_rlfat", "tests/test_rlfat.py",
+     "right = [model(xs[s:s + batch_size].to(dev))", "right = [model(x[s:s + batch_size].to(dev))",
+     "the accuracy on RBS(x) is the clean one"),
     ("attacks", "tests/test_autoattack.py", "            rc &= self.attacks[k].robust_correct",
      "            rc = self.attacks[k].robust_correct", "the worst case is the last attack's robust set"),
 ]

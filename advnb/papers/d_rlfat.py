@@ -23,9 +23,10 @@ from ..claims import register_paper
 
 # %% auto #0
 __all__ = ['PAPER', 'RBS_CUTS', 'RBS_SEED_OFFSET', 'SENSITIVITY_SHIFTS', 'block_sizes', 'block_permutation_index', 'rbs_indices',
-           'apply_block_indices', 'rbs', 'paint_blocks', 'rlft_loss', 'adversarial_examples', 'rlfat_loss',
-           'rbs_pgdat_objective', 'rbs_trades_objective', 'rlfat_p_objective', 'rlfat_t_objective', 'hsv_brightness',
-           'gamma_map', 'input_gradients', 'loss_sensitivity', 'sensitivity_row', 'smoothgrad', 'salience_image']
+           'apply_block_indices', 'rbs', 'rbs_accuracy', 'paint_blocks', 'rlft_loss', 'adversarial_examples',
+           'rlfat_loss', 'rbs_pgdat_objective', 'rbs_trades_objective', 'rlfat_p_objective', 'rlfat_t_objective',
+           'hsv_brightness', 'gamma_map', 'input_gradients', 'loss_sensitivity', 'sensitivity_row', 'smoothgrad',
+           'salience_image']
 
 # %% ../../nbs/d1_rlfat.ipynb #a013d042
 PAPER = register_paper("D", "RLFAT: robust local features for adversarial training")  # the report site's page for this paper is titled so
@@ -89,6 +90,15 @@ def rbs(x: torch.Tensor, k: int = 2, seed: int | None = None, cuts: str = "rando
         generator = torch_generator(0 if seed is None else seed)
     rows, cols = rbs_indices(x.shape[0], x.shape[2], x.shape[3], k, cuts, generator)
     return apply_block_indices(x, rows, cols)
+
+# %% ../../nbs/d1_rlfat.ipynb #f99885e3
+@torch.no_grad()
+def rbs_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int = 2, seed: int = 0, batch_size: int = 256) -> float:
+    "Accuracy of `model` on RBS(x, k) (random cuts from `seed`), in eval mode: how far it relies on local features."
+    xs, dev = rbs(x, k=k, seed=seed), next(model.parameters()).device
+    with eval_mode(model):
+        right = [model(xs[s:s + batch_size].to(dev)).argmax(1).cpu() == y[s:s + batch_size].cpu() for s in range(0, len(x), batch_size)]
+    return float(torch.cat(right).float().mean()) if right else float("nan")
 
 # %% ../../nbs/d1_rlfat.ipynb #57eda8a8
 def paint_blocks(x: torch.Tensor, k: int) -> torch.Tensor:
