@@ -513,8 +513,10 @@ VARIANT_MAX = 100  # characters: a render's file name (notebook@variant plus a f
 
 
 def variant_name(overrides: dict) -> str:
-    "The name of a parameter override, from its values: `{'epochs': 40, 'lr': 0.01}` → `epochs=40,lr=0.01`."
+    "The name of a parameter override, from its values: `{'epochs': 40, 'lr': 0.01}` → `epochs=40,lr=0.01` (a dict with a name: by it)."
     def text(v):
+        if isinstance(v, dict) and isinstance(v.get("name"), str):  # a source with a name (external_model): that name
+            return f"{v['name']}-{content_hash(v)[:6]}"
         return v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
     name = ",".join(f"{k}={text(v)}" for k, v in sorted(overrides.items()))
     safe = "".join(c if c in VARIANT_CHARS else "_" for c in name)

@@ -416,6 +416,12 @@ MUTANTS = [
     ("papers/d_rlfat", "tests/test_rlfat.py",
      "right = [model(xs[s:s + batch_size].to(dev))", "right = [model(x[s:s + batch_size].to(dev))",
      "the accuracy on RBS(x) is the clean one"),
+    ("external", "tests/test_external.py::test_a_model_that_does_not_take_the_images_is_stopped_with_what_it_was_given",
+     "        if missing - own or unexpected:", "        if unexpected:", "a checkpoint that lacks weights loads, leaving them at random"),
+    ("external", "tests/test_external.py::test_a_checkpoint_loads_into_its_architecture_and_computes_the_same",
+     "    elif has_own:", "    elif False:", "a model's own normalisation is replaced by the data set's"),
+    ("external", "tests/test_external.py::test_a_functions_model_is_put_behind_the_data_sets_normalisation_unless_told",
+     "tuple(out.shape) != (2, info.num_classes)", "out.ndim != 2", "a model with another number of classes is accepted"),
     ("attacks", "tests/test_autoattack.py", "            rc &= self.attacks[k].robust_correct",
      "            rc = self.attacks[k].robust_correct", "the worst case is the last attack's robust set"),
 ]
