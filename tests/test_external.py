@@ -1,7 +1,6 @@
 """advnb.external: a model trained elsewhere, loaded in the pixel-space convention, and analysed by the papers'
 notebooks beside their own models (`advnb run --set external_model=...`)."""
 import json
-import os
 import sys
 import textwrap
 
@@ -136,37 +135,36 @@ def test_a_named_source_names_its_variant():
     assert a.startswith("external_model=mine-") and a != b  # two models of one name do not share a render
 
 
-# one notebook per paper that analyses trained models, the model given by a checkpoint this test saved outside the zoo
-EXTERNAL_NOTEBOOKS = {"d3_sensitivity": "D", "e3_margins_singular": "E"}
+# one notebook per paper that analyses trained models, with the data set of its smoke defaults
+EXTERNAL_NOTEBOOKS = {"a1_frequency": ("A", DS), "b2_shapes": ("B", "fourshapes"), "c4_nonlinear": ("C", DS),
+                      "d3_sensitivity": ("D", DS), "e3_margins_singular": ("E", DS)}
 
 
 @pytest.mark.slow
-def test_an_external_checkpoint_through_advnb_run_set(smoke_site, tmp_path, monkeypatch):
+def test_an_external_checkpoint_through_one_notebook_per_paper(smoke_site, tmp_path, monkeypatch):
     from advnb import core
     from advnb.workflow import runner
     smoke_reports, _, _ = smoke_site
-    torch.manual_seed(2)
-    path = saved(tmp_path, build_model("simple_cnn", dataset=DS, **KNOBS))
     monkeypatch.setenv("ADVNB_CACHE_DIR", str(smoke_reports.parent / "cache"))  # the smoke run's models: nothing retrains
     monkeypatch.setenv("ADVNB_DEVICE", "cpu")
     core.get_settings(reload=True)
-    reports = tmp_path / "reports"
-    value = json.dumps(source(path))
+    reports, variants, rcs = tmp_path / "reports", {}, []
     try:
-        rc = runner.main(["run", "--scale", "smoke", "--set", f"external_model={value}", *EXTERNAL_NOTEBOOKS,
-                          "--reports-dir", str(reports)])
+        for ds in sorted({d for _, d in EXTERNAL_NOTEBOOKS.values()}):
+            torch.manual_seed(2)  # a model saved outside the zoo by this test, for the data set's images
+            src = source(saved(tmp_path, build_model("simple_cnn", dataset=ds, **KNOBS), name=f"mine-{ds}"))
+            names = [nb for nb, (_, d) in EXTERNAL_NOTEBOOKS.items() if d == ds]
+            rcs.append(runner.main(["run", "--scale", "smoke", "--set", f"external_model={json.dumps(src)}", *names,
+                                    "--reports-dir", str(reports)]))
+            variants.update({nb: variant_name({"external_model": src}) for nb in names})
     finally:
         monkeypatch.undo()
         core.get_settings(reload=True)
         core._current_run = None
-    variant = variant_name({"external_model": source(path)})
     states = {p.stem: json.loads(p.read_text()) for p in (reports / "smoke" / ".state").glob("*.json")}
-    assert rc == 0 and {f"{nb}@{variant}" for nb in EXTERNAL_NOTEBOOKS} <= set(states), states
-    tables = reports / "smoke" / "tables"
-    d3 = (tables / f"D_table2_loss_sensitivity_raw_synthetic-cifar10@{variant}.md").read_text()
-    e3 = (tables / f"E_table1_loss_variation_synthetic-cifar10@{variant}.md").read_text()
-    assert "| mine |" in d3 and "| mine |" in e3  # a row of its own beside the paper's models
+    assert rcs == [0, 0] and {f"{nb}@{v}" for nb, v in variants.items()} <= set(states), states
+    for nb, (paper, _) in EXTERNAL_NOTEBOOKS.items():  # the model has a row, column or series of its own in a table
+        tables = list((reports / "smoke" / "tables").glob(f"{paper}_*@{variants[nb]}.md"))
+        assert any("mine" in t.read_text() for t in tables), (nb, [t.name for t in tables])
     claims = [json.loads(line) for line in (reports / "smoke" / "claims.jsonl").read_text().splitlines()]
-    assert claims and all(c["id"].endswith(f"@{variant}") for c in claims)
-    assert {c["paper"] for c in claims} == set(EXTERNAL_NOTEBOOKS.values())
-    assert os.path.exists(path)  # read, never moved or rewritten
+    assert {c["paper"] for c in claims} == set("ABCDE") and all("@external_model=mine-" in c["id"] for c in claims)
