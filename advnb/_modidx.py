@@ -13,6 +13,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'advnb.attack_basics.iterations': ('attack_basics.html#iterations', 'advnb/attack_basics.py'),
                                      'advnb.attack_basics.largest_other_logit': ( 'attack_basics.html#largest_other_logit',
                                                                                   'advnb/attack_basics.py'),
+                                     'advnb.attack_basics.looks_like_probabilities': ( 'attack_basics.html#looks_like_probabilities',
+                                                                                       'advnb/attack_basics.py'),
                                      'advnb.attack_basics.model_device': ('attack_basics.html#model_device', 'advnb/attack_basics.py'),
                                      'advnb.attack_basics.per_example': ('attack_basics.html#per_example', 'advnb/attack_basics.py'),
                                      'advnb.attack_basics.perturbation_norm': ( 'attack_basics.html#perturbation_norm',

@@ -20,8 +20,8 @@ from .registry import Registry
 
 # %% auto #0
 __all__ = ['ATTACKS', 'register_attack', 'AttackInputError', 'eval_mode', 'check_eps', 'check_count', 'iterations',
-           'validate_inputs', 'check_logits', 'flat_norm', 'perturbation_norm', 'model_device', 'per_example',
-           'largest_other_logit', 'cw_margin', 'attack_loss']
+           'validate_inputs', 'check_logits', 'looks_like_probabilities', 'flat_norm', 'perturbation_norm',
+           'model_device', 'per_example', 'largest_other_logit', 'cw_margin', 'attack_loss']
 
 # %% ../nbs/03a_attack_basics.ipynb #df017c58
 class AttackInputError(ValueError):
@@ -114,6 +114,13 @@ def check_logits(logits, x, y=None) -> torch.Tensor:
         raise AttackInputError(f"labels must lie in [0, {logits.shape[1] - 1}] for a model with "
                                f"{logits.shape[1]} classes, got [{int(y.min())}, {int(y.max())}]")
     return logits
+
+# %% ../nbs/03a_attack_basics.ipynb #a0a87fbd
+def looks_like_probabilities(outputs: torch.Tensor, atol: float = 1e-4) -> bool:
+    "Whether a batch of model outputs looks like softmax probabilities: rows in [0, 1] summing to 1, not all one-hot."
+    o = outputs.detach()
+    return bool(len(o) and ((o >= 0) & (o <= 1)).all() and ((o > 0) & (o < 1)).any()
+                and torch.allclose(o.sum(1), torch.ones_like(o[:, 0]), atol=atol))
 
 # %% ../nbs/03a_attack_basics.ipynb #81f1d25d
 def flat_norm(d: torch.Tensor, norm: str) -> torch.Tensor:

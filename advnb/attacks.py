@@ -21,7 +21,8 @@ from torch import nn
 
 from .autoattack import AUTOATTACK_STANDARD, autoattack  # noqa: F401
 from .attack_basics import (ATTACKS, AttackInputError, attack_loss, check_eps, check_logits, cw_margin,  # noqa: F401
-                                 eval_mode, model_device, perturbation_norm, register_attack, validate_inputs)
+                                 eval_mode, looks_like_probabilities, model_device, perturbation_norm,
+                                 register_attack, validate_inputs)
 from .claims import above_chance
 from .core import get_settings, progress
 from .gradient_attacks import (MinimalPerturbation, attack_success, fgsm, pgd, pgd_minimal,  # noqa: F401
@@ -159,8 +160,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dict |
         xb, yb = validate_inputs(model, x[s:s + batch_size].to(dev), y[s:s + batch_size].to(dev))
         with eval_mode(model), torch.no_grad():
             lc = check_logits(model(xb), xb, yb)
-        if i == 0 and len(lc) and bool(((lc >= 0) & (lc <= 1)).all()) and bool(((lc > 0) & (lc < 1)).any()) \
-                and torch.allclose(lc.sum(1), torch.ones_like(lc[:, 0]), atol=1e-4):  # a softmax (a one-hot toy is not)
+        if i == 0 and looks_like_probabilities(lc):
             warnings.warn("the model's outputs are probabilities (each row in [0, 1], summing to 1), where the losses and "
                           "attacks expect logits: remove its final softmax", stacklevel=2)
         correct = lc.argmax(1) == yb

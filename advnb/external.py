@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
+from .attack_basics import looks_like_probabilities
 from .core import get_device
 from .data import dataset_info
 from .models import ARCHITECTURES, Normalize, build_model
@@ -113,7 +114,7 @@ def check_takes_images(model: nn.Module, dataset: str, name: str = "the model") 
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ExternalModelError(f"{name} returned {got} for a batch of 2 {dataset} images; the analyses need logits of shape "
                                  f"(2, {info.num_classes}), one per class of {dataset}")
-    if ((out >= 0) & (out <= 1)).all() and torch.allclose(out.sum(1), torch.ones(2, device=out.device), atol=1e-4):
+    if looks_like_probabilities(out):
         warnings.warn(f"{name} returns probabilities (rows in [0, 1] summing to 1); the attacks and losses expect logits")
 
 # %% ../nbs/06b_external.ipynb #cc2fdd71

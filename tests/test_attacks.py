@@ -562,6 +562,16 @@ def test_an_attack_is_checked_when_it_is_built():
         evaluate(net, x, y, warn_at_chance=False)  # logits: no word of probabilities (this toy is at chance)
 
 
+def test_looks_like_probabilities_by_hand():
+    "Softmax rows are probabilities; one-hot rows (a toy's logits), logits, and rows in [0, 1] that do not sum to 1 are not."
+    from advnb.attack_basics import looks_like_probabilities
+    assert looks_like_probabilities(torch.tensor([[0.2, 0.8], [0.5, 0.5]]))
+    assert not looks_like_probabilities(torch.eye(3))
+    assert not looks_like_probabilities(torch.tensor([[2.0, -1.0], [0.3, 0.7]]))
+    assert not looks_like_probabilities(torch.tensor([[0.2, 0.3], [0.5, 0.1]]))
+    assert not looks_like_probabilities(torch.empty(0, 3))
+
+
 def test_perturbation_norms_by_hand():
     x = torch.zeros(2, 1, 1, 3)
     xa = torch.tensor([[[[1.0, -2.0, 0.5]]], [[[0.0, 0.0, 0.0]]]])

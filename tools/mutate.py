@@ -197,6 +197,8 @@ MUTANTS = [
     ("papers/e_spectral", "tests/test_spectral.py", "    return bool(a >= 10 ** 0.5 * b)", "    return bool(a >= 10 * b)",
      "an order of magnitude by rounding taken as a factor of 10"),
     # attack basics, minimum-norm and query attacks
+    ("attack_basics", "tests/test_attacks.py::test_looks_like_probabilities_by_hand", " and ((o > 0) & (o < 1)).any()", "",
+     "one-hot rows taken for probabilities"),
     ("attack_basics", "tests/test_attacks.py", '    if norm == "l1": return f.abs().sum(1)', '    if norm == "l1": return f.sum(1)',
      "the l1 norm forgets the absolute value"),
     ("attack_basics", "tests/test_attacks.py", 'return logits.scatter(1, y[:, None], float("-inf")).amax(1)',
