@@ -1,4 +1,5 @@
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -274,3 +275,12 @@ def test_the_time_left_follows_how_the_finished_notebooks_compared_with_their_es
     assert runner.time_left({"a": 60, "b": 120}, {"a": 120}, {"b": 40}) == 200  # twice: 240 s, 40 of them run
     assert runner.time_left({"a": 60, "b": 120, "c": 60}, {}, {}, jobs=2) == 120  # two kernels share 240 s
     assert runner.time_left({"a": 60, "b": None}, {}, {}) is None
+
+
+def test_a_notebook_past_its_estimate_raises_the_time_left_and_is_named():
+    assert runner.time_left({"a": 60, "b": 120}, {}, {"a": 120}) == 240  # a has run twice its estimate: so will b
+    assert runner.time_left({"a": 60, "b": 60, "c": 60}, {"a": 60}, {"b": 120}) == 90  # (60 + 120) / 120: c takes 90 s
+    assert runner.overruns({"a": 60, "b": 0, "c": 60}, {}, {"a": 90, "b": 5, "c": 30}) == {"a": 30, "b": 5}
+    display = runner.RunDisplay(Path("."), {"a": 60, "b": 120}, interactive=False)
+    display.started = {"a": time.time() - 120}
+    assert display._left() == "about 4 min left besides a 60 s past its estimate"

@@ -43,7 +43,8 @@ from ..zoo import rekey, trained_specs, zoo_dir
 __all__ = ['EXECUTORS', 'SLURM_OPTIONS', 'PROGRESS_FOLDER', 'POLL_SECONDS', 'package_fingerprint', 'notebook_fingerprint',
            'render_html', 'NotebookInterrupted', 'run_notebook', 'build_index', 'report_fingerprint', 'slurm_options',
            'submitit_parameters', 'submit_jobs', 'kernel_threads', 'progress_path', 'read_progress', 'describe_bar',
-           'time_left', 'duration', 'run_estimates', 'RunDisplay', 'run', 'list_status', 'rekey_command', 'main']
+           'overruns', 'time_left', 'duration', 'run_estimates', 'RunDisplay', 'run', 'list_status', 'rekey_command',
+           'main']
 
 # %% ../../nbs/07_runner.ipynb #a72169de
 def package_fingerprint() -> str:
@@ -326,12 +327,23 @@ def describe_bar(bar: dict) -> str:
     return f"{bar['model'] + ': ' if bar.get('model') else ''}{bar.get('desc', '')} {bar.get('n', 0):g}{total}".strip()
 
 # %% ../../nbs/07_runner.ipynb #3721c1d1
-def time_left(estimates: dict[str, float | None], finished: dict[str, float], running: dict[str, float],
-              jobs: int = 1) -> float | None:
-    """Seconds left: each unfinished notebook's estimate, times the finished ones' total actual / estimated seconds,
-    less what it has run (`running`: seconds so far), never below zero; shared by `jobs` kernels. None if one is unknown."""
+def overruns(estimates: dict[str, float | None], finished: dict[str, float], running: dict[str, float]) -> dict[str, float]:
+    """The running notebooks already past their estimates, each scaled by the finished ones' total actual / estimated
+    seconds (`running`: seconds so far): the seconds past. A notebook estimated at 0 (it trains nothing) is past at once."""
     est = sum(estimates[s] for s in finished if estimates.get(s))
     ratio = sum(finished[s] for s in finished if estimates.get(s)) / est if est else 1.0
+    return {s: t - estimates[s] * ratio for s, t in running.items()
+            if s not in finished and estimates.get(s) is not None and t > estimates[s] * ratio}
+
+
+def time_left(estimates: dict[str, float | None], finished: dict[str, float], running: dict[str, float],
+              jobs: int = 1) -> float | None:
+    """Seconds left: each unfinished notebook's estimate times the actual / estimated seconds so far, less what it has
+    run (`running`: seconds so far), never below zero; shared by `jobs` kernels. None if one is unknown. Actual /
+    estimated is taken over the finished notebooks and the `overruns`, each of these at the time it has run so far."""
+    spent = {s: t for s, t in finished.items() if estimates.get(s)}
+    spent |= {s: running[s] for s in overruns(estimates, finished, running) if estimates.get(s)}
+    ratio = sum(spent.values()) / sum(estimates[s] for s in spent) if spent else 1.0
     left = 0.0
     for stem, e in estimates.items():
         if stem in finished:
@@ -411,13 +423,17 @@ class RunDisplay:
         if self.bar is not None and stem in self.estimates:  # a report notebook, run after the others, is not counted
             self.bar.update(1)
 
-    def time_left(self) -> float | None:
+    def _running(self) -> dict[str, float]:
         now = time.time()
-        return time_left(self.estimates, self.finished, {s: now - t for s, t in self.started.items()}, self.jobs)
+        return {s: now - t for s, t in self.started.items()}
+
+    def time_left(self) -> float | None:
+        return time_left(self.estimates, self.finished, self._running(), self.jobs)
 
     def _left(self) -> str:
-        left = self.time_left()
-        return "time left unknown" if left is None else f"about {duration(left)} left"
+        left, over = self.time_left(), overruns(self.estimates, self.finished, self._running())
+        past = ", ".join(f"{s} {duration(t)} past its estimate" for s, t in over.items())
+        return "time left unknown" if left is None else f"about {duration(left)} left" + (f" besides {past}" if past else "")
 
     def refresh(self) -> None:
         running = {s: bars for s, bars in read_progress(self.reports).items() if s not in self.finished}
