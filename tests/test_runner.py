@@ -284,3 +284,17 @@ def test_a_notebook_past_its_estimate_raises_the_time_left_and_is_named():
     display = runner.RunDisplay(Path("."), {"a": 60, "b": 120}, interactive=False)
     display.started = {"a": time.time() - 120}
     assert display._left() == "about 4 min left besides a 60 s past its estimate"
+
+
+def test_a_render_is_expected_to_take_what_its_other_seeds_took(tmp_path):
+    assert runner.seedless("b3@lam=[1,2],seed=2") == "b3@lam=[1,2]" and runner.seedless("b3@seed=0") == "b3"
+    assert runner.time_left({"a@seed=0": 60, "a@seed=1": 60, "b": 60}, {"a@seed=0": 30}, {}) == 60  # a@seed=1 30 s, b 30 s
+    assert runner.time_left({"a@seed=0": 60, "a@seed=1": None}, {"a@seed=0": 30}, {"a@seed=1": 10}) == 20
+    for stem, status, seconds in (("nb@seed=0", "ok", 100), ("nb@seed=1", "ok", 200), ("nb@seed=2", "failed", 1),
+                                  ("nb_other", "ok", 7), ("nb@x=1,seed=0", "ok", 9)):
+        path = runner.state_path(tmp_path, stem)
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps({"status": status, "seconds": seconds}))
+    assert runner.past_seconds(tmp_path, "nb@seed=1") == 200  # its own last run
+    assert runner.past_seconds(tmp_path, "nb@seed=3") == 150  # its other seeds' that succeeded: not nb_other's, not x=1's
+    assert runner.past_seconds(tmp_path, "nb@x=1,seed=5") == 9 and runner.past_seconds(tmp_path, "nb@x=2") is None

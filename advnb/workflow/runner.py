@@ -28,7 +28,7 @@ import torch
 from tqdm.std import tqdm as tqdm_std
 
 import advnb
-from ..claims import forget_notebook
+from ..claims import forget_notebook, split_variant
 from ..core import (SCALES, SettingsError, atomic_write_json, atomic_write_text, content_hash, find_settings_file,
                         dry_run_setting, forget_outputs, get_device, get_settings, markdown_table, notebook_outputs,
                         reports_folder, variant_name)
@@ -43,8 +43,8 @@ from ..zoo import rekey, trained_specs, zoo_dir
 __all__ = ['EXECUTORS', 'SLURM_OPTIONS', 'PROGRESS_FOLDER', 'POLL_SECONDS', 'package_fingerprint', 'notebook_fingerprint',
            'render_html', 'NotebookInterrupted', 'run_notebook', 'build_index', 'report_fingerprint', 'slurm_options',
            'submitit_parameters', 'submit_jobs', 'kernel_threads', 'progress_path', 'read_progress', 'describe_bar',
-           'overruns', 'time_left', 'duration', 'run_estimates', 'RunDisplay', 'run', 'list_status', 'rekey_command',
-           'main']
+           'seedless', 'overruns', 'time_left', 'duration', 'past_seconds', 'run_estimates', 'RunDisplay', 'run',
+           'list_status', 'rekey_command', 'main']
 
 # %% ../../nbs/07_runner.ipynb #a72169de
 def package_fingerprint() -> str:
@@ -327,6 +327,13 @@ def describe_bar(bar: dict) -> str:
     return f"{bar['model'] + ': ' if bar.get('model') else ''}{bar.get('desc', '')} {bar.get('n', 0):g}{total}".strip()
 
 # %% ../../nbs/07_runner.ipynb #3721c1d1
+def seedless(stem: str) -> str:
+    "`'b3@lam=1,seed=2'` → `'b3@lam=1'`: the notebook and variant of a render, whichever seed it ran with."
+    base, variant = split_variant(stem)
+    rest = ",".join(f"{k}={v}" for k, v in variant.items() if k != "seed")
+    return base + (f"@{rest}" if rest else "")
+
+
 def overruns(estimates: dict[str, float | None], finished: dict[str, float], running: dict[str, float]) -> dict[str, float]:
     """The running notebooks already past their estimates, each scaled by the finished ones' total actual / estimated
     seconds (`running`: seconds so far): the seconds past. A notebook estimated at 0 (it trains nothing) is past at once."""
@@ -340,17 +347,23 @@ def time_left(estimates: dict[str, float | None], finished: dict[str, float], ru
               jobs: int = 1) -> float | None:
     """Seconds left: each unfinished notebook's estimate times the actual / estimated seconds so far, less what it has
     run (`running`: seconds so far), never below zero; shared by `jobs` kernels. None if one is unknown. Actual /
-    estimated is taken over the finished notebooks and the `overruns`, each of these at the time it has run so far."""
+    estimated is taken over the finished notebooks and the `overruns`, each of these at the time it has run so far. A
+    render another seed of which has finished (`seedless`) is expected to take what those took instead."""
     spent = {s: t for s, t in finished.items() if estimates.get(s)}
     spent |= {s: running[s] for s in overruns(estimates, finished, running) if estimates.get(s)}
     ratio = sum(spent.values()) / sum(estimates[s] for s in spent) if spent else 1.0
+    other_seeds = {}
+    for s, t in finished.items():
+        other_seeds.setdefault(seedless(s), []).append(t)
     left = 0.0
     for stem, e in estimates.items():
         if stem in finished:
             continue
-        if e is None:
+        seen = other_seeds.get(seedless(stem))
+        if not seen and e is None:
             return None
-        left += max(0.0, e * ratio - running.get(stem, 0.0))
+        expected = sum(seen) / len(seen) if seen else e * ratio
+        left += max(0.0, expected - running.get(stem, 0.0))
     return left / max(1, min(jobs, len(estimates) - len(finished)))
 
 
@@ -359,17 +372,26 @@ def duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 # %% ../../nbs/07_runner.ipynb #6d5aa501
+def past_seconds(reports: Path, stem: str) -> float | None:
+    "Seconds of `stem`'s last successful run in `reports`, else the mean of its other seeds' (`seedless`); None if none ran."
+    def ok(st):
+        return float(st["seconds"]) if st and st.get("status") == "ok" and isinstance(st.get("seconds"), (int, float)) else None
+    if (seconds := ok(last_state(reports, stem))) is not None:
+        return seconds
+    folder = state_path(reports, stem).parent
+    seen = [ok(last_state(reports, f.stem)) for f in sorted(folder.glob(f"{stem.partition('@')[0]}*.json"))
+            if seedless(f.stem) == seedless(stem)]
+    seen = [t for t in seen if t is not None]
+    return sum(seen) / len(seen) if seen else None
+
+
 def run_estimates(todo: list, reports: Path, scale: str, project: Path, seeds=None, log=print,
                   timing: bool = True) -> dict[str, float | None]:
-    """Seconds each render in `todo` (`run`'s items) is expected to take: its last successful run's at this scale, else
-    (with `timing`, at quick and paper scale, not in a dry run) the plan's hours for the models it trains, timed here;
-    None where neither is known."""
+    """Seconds each render in `todo` (`run`'s items) is expected to take: its `past_seconds` at this scale, else (with
+    `timing`, at quick and paper scale, not in a dry run) the plan's hours for the models it trains, timed here; None
+    where neither is known."""
     stems = {item[0].stem + (f"@{item[5]}" if item[5] else ""): item[0].stem for item in todo}
-    out = {}
-    for stem in stems:
-        st = last_state(reports, stem)
-        out[stem] = float(st["seconds"]) if st and st.get("status") == "ok" and isinstance(st.get("seconds"), (int, float)) \
-            else None
+    out = {stem: past_seconds(reports, stem) for stem in stems}
     unknown = sorted({stems[s] for s, v in out.items() if v is None})
     if not unknown or not timing or scale == "smoke" or get_settings().dry_run:
         return out
