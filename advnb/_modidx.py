@@ -849,6 +849,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'advnb.workflow.plan._step_key': ('plan.html#_step_key', 'advnb/workflow/plan.py'),
                                      'advnb.workflow.plan._step_setup': ('plan.html#_step_setup', 'advnb/workflow/plan.py'),
                                      'advnb.workflow.plan._train_step': ('plan.html#_train_step', 'advnb/workflow/plan.py'),
+                                     'advnb.workflow.plan.busy_note': ('plan.html#busy_note', 'advnb/workflow/plan.py'),
                                      'advnb.workflow.plan.device_memory_gb': ('plan.html#device_memory_gb', 'advnb/workflow/plan.py'),
                                      'advnb.workflow.plan.device_present': ('plan.html#device_present', 'advnb/workflow/plan.py'),
                                      'advnb.workflow.plan.estimate_memory': ('plan.html#estimate_memory', 'advnb/workflow/plan.py'),

@@ -83,6 +83,16 @@ def test_cached_and_shared_models_cost_nothing(tmp_path, isolated_settings):
     assert "3 model(s) to train" in text and "1 cached" in text
 
 
+def test_a_plan_timed_on_a_busy_cpu_says_so(tmp_path, isolated_settings, monkeypatch):
+    proj = _project(tmp_path / "p", SPECS)
+    monkeypatch.setattr(P.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(P.os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    assert any("load average 3.0 on 2 cores" in n for n in P.plan("smoke", project=proj, device="cpu").attrs["notes"])
+    assert not P.plan("smoke", project=proj, device="cpu", timing=False).attrs["notes"]  # nothing timed: nothing to say
+    monkeypatch.setattr(P.os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+    assert not P.plan("smoke", project=proj, device="cpu").attrs["notes"]
+
+
 def test_a_models_cell_that_trains_or_loads_data_is_named(tmp_path):
     proj = _project(tmp_path / "p", SPECS + "\nm = zoo.get(specs['STD'])")
     with pytest.raises(P.PlanError, match=r"x.ipynb, code cell 2 trains or loads a zoo model.*move that call"):

@@ -282,6 +282,10 @@ MUTANTS = [
      "    return [({**dict(zip(names, combo)), **base}, dict(zip(names, combo)))",
      "a grid value loses to the parameter set's own value"),
     # the plan: passes, memory and its clock
+    ("workflow/plan", "tests/test_plan.py", '''"on the CPU" if memory else "")]) + [busy] * bool(busy)''',
+     '''"on the CPU" if memory else "")])''', "a plan timed on a busy CPU gives its hours without a word"),
+    ("workflow/plan", "tests/test_plan.py", "    if load <= BUSY_LOAD * cores:", "    if load <= BUSY_LOAD * cores * 10:",
+     "a load of several processes per core taken for an idle CPU"),
     ("workflow/plan", "tests/test_plan.py", "            \"train passes\": spec.epochs * n_train * per_image,",
      "            \"train passes\": spec.epochs * n_train,", "the plan forgets an objective's extra passes"),
     ("workflow/plan", "tests/test_plan.py", "            \"eval passes\": spec.epochs * n_eval * (1 if atk is None else k_eval + 2)}",

@@ -32,10 +32,10 @@ from .project import (MODELS_TAG, expand_grid, find_project, list_notebooks, loa
                                     select_notebooks, validate_param_sets)
 
 # %% auto #0
-__all__ = ['TIGHT', 'PlanError', 'notebook_specs', 'split_size', 'passes_per_image', 'spec_cost', 'measure_step',
+__all__ = ['BUSY_LOAD', 'TIGHT', 'PlanError', 'notebook_specs', 'split_size', 'passes_per_image', 'spec_cost', 'measure_step',
            'seconds_per_pass', 'saved_tensor_bytes', 'optimizer_buffers', 'estimate_memory', 'plan_beside_measured',
-           'plan_check', 'plan_device', 'device_present', 'device_memory_gb', 'step_cost', 'plan', 'memory_warnings',
-           'plan_markdown']
+           'plan_check', 'plan_device', 'device_present', 'device_memory_gb', 'busy_note', 'step_cost', 'plan',
+           'memory_warnings', 'plan_markdown']
 
 # %% ../../nbs/07a_plan.ipynb #208ac394
 class PlanError(RuntimeError):
@@ -327,6 +327,23 @@ def device_memory_gb(dev: torch.device) -> float | None:
         ram = min(ram, int(Path("/sys/fs/cgroup/memory.max").read_text()))
     return ram / 1e9
 
+# %% ../../nbs/07a_plan.ipynb #5bc55d79
+BUSY_LOAD = 0.25  # load per core above which the CPU's timings are called busy
+
+
+def busy_note(load: float | None = None, cores: int | None = None) -> str | None:
+    "A warning when other work loads the CPU the plan times on (`load`: the 1-minute load average), else None."
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # no load average on this system
+            return None
+    cores = cores or os.cpu_count() or 1
+    if load <= BUSY_LOAD * cores:
+        return None
+    return (f"⚠ Other work was loading the CPU when the plan timed its steps (1-minute load average {load:.1f} on "
+            f"{cores} cores): its hours are too long by about as much as that work slowed them; time on an idle machine.")
+
 # %% ../../nbs/07a_plan.ipynb #719f8d5b
 def _step_key(spec: TrainSpec) -> str:
     "What a training step's time and memory depend on (not the seed, epochs, subset, schedule or evaluation)."
@@ -378,6 +395,7 @@ def plan(scale: str, names: list[str] | None = None, project: Path | None = None
     validate_param_sets(param_sets, notebooks, scale)
     device = plan_device(device, timing)
     here = device_present(device)
+    busy = busy_note() if timing and here and device.type == "cpu" else None  # before this process loads it
     rows, seen, steps, peaks = [], set(), {}, {}
     for nb in select_notebooks(notebooks, names or []):
         for params, varied in expand_grid(param_sets.get(nb.stem, {}), seeds):
@@ -401,9 +419,9 @@ def plan(scale: str, names: list[str] | None = None, project: Path | None = None
             "eval passes", "hours", "peak GB", "memory"]
     table = pd.DataFrame(rows, columns=cols)
     table.attrs["device"] = str(device)
-    table.attrs["notes"] = [] if here or not (timing or memory) else [
+    table.attrs["notes"] = ([] if here or not (timing or memory) else [
         f"{device} is not available on this machine: the hours are not timed" + (" and the peak memory is estimated "
-                                                                                 "on the CPU" if memory else "")]
+                                                                                 "on the CPU" if memory else "")]) + [busy] * bool(busy)
     return table
 
 # %% ../../nbs/07a_plan.ipynb #e2c6f523

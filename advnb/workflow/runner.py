@@ -401,6 +401,8 @@ def run_estimates(todo: list, reports: Path, scale: str, project: Path, seeds=No
     except Exception as e:  # an estimate is a courtesy: the run goes on without one
         log(f"advnb run: no time estimate ({type(e).__name__}: {e})")
         return out
+    for note in table.attrs.get("notes", []):
+        log(f"advnb run: {note}")
     hours = table.groupby("notebook")["hours"].sum(min_count=1)
     for stem, base in stems.items():
         if out[stem] is None and (h := hours.get(stem, hours.get(base, 0.0 if base in unknown else None))) is not None:
