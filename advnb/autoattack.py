@@ -12,6 +12,7 @@ from torch import nn
 
 from .attack_basics import (AttackInputError, check_count, check_eps, check_logits, eval_mode, iterations,
                                  register_attack, validate_inputs)
+from .core import progress
 
 # %% auto #0
 __all__ = ['AUTOATTACK_STANDARD', 'autoattack_component', 'autoattack', 'linear_robust_set']
@@ -68,15 +69,17 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, n
             with torch.no_grad():
                 logits = check_logits(model(x), x, y)
             x_adv, robust = x.clone(), logits.argmax(1) == y
-            for name in components:
-                left = robust.nonzero().squeeze(1)
-                if len(left) == 0: break
-                attack = autoattack_component(name, model, eps, norm, logits.shape[1], iterations(steps),
-                                              iterations(square_queries), seed)
-                xa = attack(x[left], y[left]).detach()
-                with torch.no_grad():
-                    fooled = model(xa).argmax(1) != y[left]
-                x_adv[left[fooled]], robust[left[fooled]] = xa[fooled], False
+            with progress(components, desc="AutoAttack", leave=False) as bar:  # `advnb run` shows the component
+                for name in bar:
+                    left = robust.nonzero().squeeze(1)
+                    if len(left) == 0: break
+                    bar.set_description_str(f"AutoAttack {name} on {len(left)}")
+                    attack = autoattack_component(name, model, eps, norm, logits.shape[1], iterations(steps),
+                                                  iterations(square_queries), seed)
+                    xa = attack(x[left], y[left]).detach()
+                    with torch.no_grad():
+                        fooled = model(xa).argmax(1) != y[left]
+                    x_adv[left[fooled]], robust[left[fooled]] = xa[fooled], False
     finally:
         for p, flag in params: p.requires_grad_(flag)
     return x_adv

@@ -165,3 +165,14 @@ def test_paper_d_autoattack_row():
     assert row["clean (AutoAttack images)"] == pytest.approx(A.accuracy(model, x[:60], y[:60]))
     assert row["overstated by PGD, CW"] == pytest.approx(row["worst of PGD, CW"] - row["AutoAttack"])
     assert row["worst of PGD, CW"] > row["AutoAttack"]  # 5 steps of PGD and CW miss what the targeted components find
+
+
+def test_the_run_display_is_told_which_component_runs(monkeypatch):
+    from advnb import core
+    monkeypatch.setenv("ADVNB_PLAIN_PROGRESS", "1")
+    seen = []
+    monkeypatch.setattr(core, "report_progress", lambda *a, **k: seen.append([b.desc for b in core._reporting_bars]))
+    model, _, x, y, eps = linear_case(n=16, eps=0.5)  # large enough that APGD-CE fools every image: the rest never run
+    autoattack(model, x, y, eps=eps, steps=5, square_queries=10)
+    assert "AutoAttack apgd-ce on 13" in {d for descs in seen for d in descs}
+    assert not any("apgd-t" in d for descs in seen for d in descs) and seen[-1] == []  # stopped early, the bar closed
