@@ -746,6 +746,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                       'advnb/papers/e_spectral.py'),
                                          'advnb.papers.e_spectral.target_probability': ( 'e1_spectral.html#target_probability',
                                                                                          'advnb/papers/e_spectral.py'),
+                                         'advnb.papers.e_spectral.trained': ('e1_spectral.html#trained', 'advnb/papers/e_spectral.py'),
                                          'advnb.papers.e_spectral.wrn50_2': ('e1_spectral.html#wrn50_2', 'advnb/papers/e_spectral.py')},
             'advnb.plots': { 'advnb.plots.Explorer': ('plots.html#explorer', 'advnb/plots.py'),
                              'advnb.plots.Explorer.__init__': ('plots.html#explorer.__init__', 'advnb/plots.py'),

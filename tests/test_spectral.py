@@ -303,3 +303,8 @@ def test_autoattack_record_on_a_linear_model():
     assert rec["n"] == 60 and rec["clean-correct"] == int(correct.sum())
     assert rec["AutoAttack accuracy"] == pytest.approx(float(exact[correct].float().mean()))
     assert rec["PGD accuracy"] >= rec["AutoAttack accuracy"]
+
+
+def test_trained_is_the_regimes_rule_on_clean_training_accuracy():
+    assert S.trained({"train error": 0.5}) and not S.trained({"train error": 0.51})  # accuracy 0.5 passes, 0.49 does not
+    assert S.trained({"train error": 0.75}, min_accuracy=0.2) and not S.trained({"train error": 0.9}, min_accuracy=0.2)

@@ -207,6 +207,8 @@ MUTANTS = [
      "return float(d[d > 0].sum()), float(d[d < 0].sum())", "the summed increase is negative"),
     ("papers/e_spectral", "tests/test_spectral.py", "    return bool(a >= 10 ** 0.5 * b)", "    return bool(a >= 10 * b)",
      "an order of magnitude by rounding taken as a factor of 10"),
+    ("papers/e_spectral", "tests/test_spectral.py", 'return bool(1 - rec["train error"] >= min_accuracy)',
+     'return bool(rec["train error"] >= min_accuracy)', "the training error taken for the accuracy"),
     # attack basics, minimum-norm and query attacks
     ("attack_basics", "tests/test_attacks.py::test_looks_like_probabilities_by_hand", " and ((o > 0) & (o < 1)).any()", "",
      "one-hot rows taken for probabilities"),

@@ -29,7 +29,7 @@ __all__ = ['PAPER', 'AR_STRENGTHS', 'conv_transfer', 'conv_singular_values', 'la
            'target_probability', 'loss_variation', 'rms_about_zero', 'std_change_sums', 'magnitude_larger',
            'FixupBlock', 'FixupResNet', 'fixup_resnet', 'fixup_resnet56', 'fixup_resnet110', 'WRN50_2', 'wrn50_2',
            'paper_e_specs', 'paper_e_data', 'paper_e_label', 'generalisation_record', 'cached_generalisation_record',
-           'gap_se', 'error_gap_change', 'autoattack_record', 'cached_autoattack_record', 'accuracy_rises']
+           'gap_se', 'error_gap_change', 'trained', 'autoattack_record', 'cached_autoattack_record', 'accuracy_rises']
 
 # %% ../../nbs/e1_spectral.ipynb #35a78982
 PAPER = register_paper("E", "Regularization of adversarial robustness")  # the report site's page for this paper is titled so
@@ -385,6 +385,11 @@ def error_gap_change(before: dict, after: dict) -> tuple[float, float]:
     "(change of the error gap from record `before` to `after`, its binomial SE over the four error rates, independent)."
     v = sum(r[f"{k} error"] * (1 - r[f"{k} error"]) / len(r[f"{k} losses"]) for r in (before, after) for k in ("train", "test"))
     return after["error gap"] - before["error gap"], v ** 0.5
+
+# %% ../../nbs/e1_spectral.ipynb #759d1d98
+def trained(rec: dict, min_accuracy: float = 0.5) -> bool:
+    "Whether the model of `generalisation_record` `rec` learned its training set: clean training accuracy ≥ `min_accuracy`."
+    return bool(1 - rec["train error"] >= min_accuracy)
 
 # %% ../../nbs/e1_spectral.ipynb #8960c286
 def autoattack_record(model: nn.Module, test_xy, eps: float, alpha: float, steps: int, n: int | None = None,
