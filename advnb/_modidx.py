@@ -148,6 +148,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'advnb.core.reports_folder': ('core.html#reports_folder', 'advnb/core.py'),
                             'advnb.core.save_figure': ('core.html#save_figure', 'advnb/core.py'),
                             'advnb.core.save_table': ('core.html#save_table', 'advnb/core.py'),
+                            'advnb.core.search_grid': ('core.html#search_grid', 'advnb/core.py'),
                             'advnb.core.seed_everything': ('core.html#seed_everything', 'advnb/core.py'),
                             'advnb.core.start_run': ('core.html#start_run', 'advnb/core.py'),
                             'advnb.core.torch_generator': ('core.html#torch_generator', 'advnb/core.py'),

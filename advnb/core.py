@@ -34,7 +34,7 @@ from tqdm.std import tqdm as tqdm_std
 # %% auto #0
 __all__ = ['SCALES', 'PRECISIONS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SETTINGS_SECTION', 'DRY_RUN_FOLDER', 'VARIANT_CHARS',
            'VARIANT_MAX', 'PROGRESS_FILE_VARIABLE', 'SettingsError', 'Settings', 'find_settings_file', 'load_settings',
-           'get_settings', 'reports_folder', 'dry_run_setting', 'seed_everything', 'apply_torch_threads',
+           'get_settings', 'reports_folder', 'dry_run_setting', 'search_grid', 'seed_everything', 'apply_torch_threads',
            'torch_generator', 'get_device', 'mixed_precision', 'use_channels_last', 'atomic_path', 'atomic_write_bytes',
            'atomic_write_text', 'atomic_write_json', 'canonical_json', 'content_hash', 'normalized_source',
            'code_fingerprint', 'Run', 'variant_name', 'start_run', 'current_run', 'output_name', 'output_meta',
@@ -229,6 +229,12 @@ def dry_run_setting(on: bool):
         else: os.environ["ADVNB_DRY_RUN"] = saved
         with contextlib.suppress(SettingsError):  # settings that cannot be read raised inside the block already
             get_settings(reload=True)
+
+# %% ../nbs/00_core.ipynb #96b7733d
+def search_grid(values) -> tuple:
+    "The values of a hyperparameter search to train: all of `values`, or in a dry run its first and last only."
+    values = tuple(values)
+    return (values[0], values[-1]) if get_settings().dry_run and len(values) > 2 else values
 
 # %% ../nbs/00_core.ipynb #8162b717
 def seed_everything(seed: int, deterministic: bool = True) -> None:

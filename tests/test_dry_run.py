@@ -151,3 +151,10 @@ def test_nattack_queries_at_most_dry_run_attack_steps_samples_an_iteration_in_a_
     model.register_forward_hook(lambda m, inp, out: queried.append(len(inp[0])))
     nattack(model, x, y, eps=0.03, samples=300, iters=200)
     assert max(queried) <= 4 * 3  # 4 images × 3 samples, where the settings ask for 300 each
+
+
+def test_a_search_grid_trains_its_two_ends_in_a_dry_run_and_all_of_it_otherwise(dry):
+    assert core.search_grid([0.01, 0.1, 1.0, 10.0, 100.0]) == (0.01, 100.0)  # the weakest and the strongest penalty
+    assert core.search_grid((1.0,)) == (1.0,)
+    with core.dry_run_setting(False):
+        assert core.search_grid([0.01, 0.1, 1.0]) == (0.01, 0.1, 1.0)

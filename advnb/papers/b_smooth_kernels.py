@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..attacks import (adef, cw_l2, deepfool, eval_mode, fgsm, pgd, register_attack, salt_and_pepper,
                            validate_inputs)
-from ..core import torch_generator
+from ..core import search_grid, torch_generator
 from ..fourier import radius_cycles_per_pixel
 from ..data import DATASETS, DatasetInfo, derive_seed, register_dataset
 from ..models import FeatureMixin, check_in_shape, make_normalize, register_architecture
@@ -242,11 +242,13 @@ def paper_b_candidates(dataset: str, lams=PAPER_B_LAMBDAS, gammas=PAPER_B_GAMMAS
 
 
 def paper_b_grid(configs: dict, lams=PAPER_B_LAMBDAS, gammas=PAPER_B_GAMMAS) -> dict[str, dict]:
-    "`paper_b_candidates` of each data set of `configs` (from `paper_b_plan`); §4.1's shapes: their λ and γ only."
+    """`paper_b_candidates` of each data set of `configs` (from `paper_b_plan`); §4.1's shapes: their λ and γ only.
+    A dry run trains each grid's two ends (`advnb.core.search_grid`)."""
     out = {}
     for ds, c in configs.items():
         fixed = DATASETS[ds].real_name in PAPER_B_FIXED_LAMBDA
-        ls, gs = ((PAPER_B_FIXED_LAMBDA[DATASETS[ds].real_name],), (c.get("gamma", 1.0),)) if fixed else (lams, gammas)
+        if fixed: ls, gs = (PAPER_B_FIXED_LAMBDA[DATASETS[ds].real_name],), (c.get("gamma", 1.0),)
+        else: ls, gs = search_grid(lams), search_grid(gammas)
         out[ds] = paper_b_candidates(ds, ls, gs, **c)
     return out
 
