@@ -279,7 +279,7 @@ def eval_data(spec: TrainSpec) -> tuple[torch.Tensor, torch.Tensor]:
     "`(x, y)`: the test images evaluated after every epoch (`eval_n_per_class` per class, or the whole split)."
     ds = load_dataset(spec.dataset, "test", n_per_class=spec.eval_n_per_class, seed=spec.seed)
     s = get_settings()
-    return take(ds, min(len(ds), s.dry_run_images) if s.dry_run else len(ds))  # a dry run: not one per class of Tiny-ImageNet's 200
+    return take(ds, min(len(ds), s.dry_run_images) if s.dry_run else len(ds))  # dry run: fewer than some data sets' classes
 
 # %% ../nbs/05_training.ipynb #0e5bb90c
 def _call(fn: Callable, model, x, y, kwargs: dict, **context):
