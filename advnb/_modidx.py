@@ -136,6 +136,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'advnb.core.forget_outputs': ('core.html#forget_outputs', 'advnb/core.py'),
                             'advnb.core.get_device': ('core.html#get_device', 'advnb/core.py'),
                             'advnb.core.get_settings': ('core.html#get_settings', 'advnb/core.py'),
+                            'advnb.core.leave_out_of_fingerprints': ('core.html#leave_out_of_fingerprints', 'advnb/core.py'),
                             'advnb.core.load_settings': ('core.html#load_settings', 'advnb/core.py'),
                             'advnb.core.markdown_table': ('core.html#markdown_table', 'advnb/core.py'),
                             'advnb.core.mixed_precision': ('core.html#mixed_precision', 'advnb/core.py'),

@@ -37,9 +37,9 @@ __all__ = ['SCALES', 'PRECISIONS', 'ENV_PREFIX', 'SETTINGS_FILE', 'SETTINGS_SECT
            'get_settings', 'reports_folder', 'dry_run_setting', 'search_grid', 'seed_everything', 'apply_torch_threads',
            'torch_generator', 'get_device', 'mixed_precision', 'use_channels_last', 'atomic_path', 'atomic_write_bytes',
            'atomic_write_text', 'atomic_write_json', 'canonical_json', 'content_hash', 'normalized_source',
-           'code_fingerprint', 'Run', 'variant_name', 'start_run', 'current_run', 'output_name', 'output_meta',
-           'save_figure', 'notebook_outputs', 'forget_outputs', 'markdown_table', 'save_table', 'report_progress',
-           'TextBar', 'progress']
+           'code_fingerprint', 'leave_out_of_fingerprints', 'Run', 'variant_name', 'start_run', 'current_run',
+           'output_name', 'output_meta', 'save_figure', 'notebook_outputs', 'forget_outputs', 'markdown_table',
+           'save_table', 'report_progress', 'TextBar', 'progress']
 
 # %% ../nbs/00_core.ipynb #6bd7579f
 SCALES = ("smoke", "quick", "paper")
@@ -466,6 +466,9 @@ def normalized_source(obj) -> str:
     return ast.unparse(_Normalize().visit(tree))
 
 # %% ../nbs/00_core.ipynb #797c938c
+_LEFT_OUT: set = set()  # what decides how a run is shown or stored, not what it computes (below)
+
+
 def _unwrap(obj):
     while True:
         if isinstance(obj, functools.partial): obj = obj.func
@@ -479,12 +482,22 @@ def code_fingerprint(*roots) -> str:
     seen, parts, stack = {}, set(), list(roots)
     while stack:
         o = _unwrap(stack.pop())
-        if id(o) in seen or not (inspect.isfunction(o) or inspect.isclass(o)) or not _is_project_code(o):
+        if id(o) in seen or o in _LEFT_OUT or not (inspect.isfunction(o) or inspect.isclass(o)) or not _is_project_code(o):
             continue
         seen[id(o)] = o
         parts.add((o.__qualname__, normalized_source(o)))
         stack.extend(_referenced(o))
     return content_hash(sorted(parts))
+
+# %% ../nbs/00_core.ipynb #dea92ff7
+def leave_out_of_fingerprints(*objs) -> None:
+    "Name functions or classes that decide how a run is shown or stored, not what it computes: `code_fingerprint` skips them."
+    _LEFT_OUT.update(_unwrap(o) for o in objs)
+
+
+leave_out_of_fingerprints(Settings, load_settings, get_settings, atomic_path, atomic_write_bytes, atomic_write_text,
+                          atomic_write_json)
+
 
 # %% ../nbs/00_core.ipynb #54030dde
 @dataclass
@@ -701,3 +714,7 @@ def progress(iterable: Iterable | None = None, model: str | None = None, **kwarg
         return TextBar(iterable, model=model, **kwargs)
     from tqdm.auto import tqdm
     return tqdm(iterable, **kwargs)
+
+
+leave_out_of_fingerprints(report_progress, TextBar, progress)  # what a run shows
+

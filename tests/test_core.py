@@ -227,6 +227,27 @@ def test_spec_key_ignores_docstrings_comments_layout_and_module(tmp_path, monkey
     assert spec.key != before  # so the helper is part of this key, and the check above could fail
 
 
+def test_a_settings_default_or_the_progress_display_renames_no_model(tmp_path, monkeypatch):
+    "They decide how a run is set up and shown, not what a model computes (`core.leave_out_of_fingerprints`)."
+    import re
+    from advnb.train import TrainSpec
+    spec = TrainSpec(arch="simple_cnn", dataset="synthetic-mnist", objective="ce")
+    before = spec.key
+    assert {core.Settings, core.get_settings, core.atomic_write_json, core.progress} <= core._LEFT_OUT
+    monkeypatch.setattr(core, "_LEFT_OUT", set(core._LEFT_OUT))
+    for obj, pattern, new in [(core.Settings, r"dry_run_images: int = \d+", "dry_run_images: int = 999"),
+                              (core.progress, r'"ncols", \d+', '"ncols", 999')]:
+        source = inspect.getsource(obj)
+        edited = re.sub(pattern, new, source)
+        assert edited != source
+        other = _module_from_source(monkeypatch, tmp_path, f"advnb_keytest_{obj.__name__}", edited, vars(core))
+        replace_everywhere(monkeypatch, obj, getattr(other, obj.__name__))
+        core.leave_out_of_fingerprints(getattr(other, obj.__name__))  # as core's own call does for an edited core
+        assert spec.key == before, obj.__name__
+    core._LEFT_OUT.clear()  # the same edits, with nothing left out, rename the model
+    assert spec.key != before
+
+
 def test_spec_key_changes_with_a_line_of_pgd(tmp_path, monkeypatch):
     from advnb import gradient_attacks as attacks  # where pgd is defined (advnb.attacks re-exports it)
     from advnb.train import TrainSpec

@@ -110,6 +110,10 @@ MUTANTS = [
      "the fingerprint ignores functions held in a list or a set"),
     ("core", "tests/test_core.py", "return [type(v)] if v is not None and not inspect.ismodule(v) and _is_project_code(type(v)) else []",
      "return []", "the fingerprint ignores the class of a callable object"),
+    ("core", "tests/test_core.py", "if id(o) in seen or o in _LEFT_OUT or ", "if id(o) in seen or ",
+     "the fingerprint follows the settings and the progress display, so a setting's default renames every model"),
+    ("core", "tests/test_core.py", "leave_out_of_fingerprints(report_progress, TextBar, progress)",
+     "(report_progress, TextBar, progress)", "the progress display is part of every model's key"),
     # zoo: resume is a resume
     ("zoo", "tests/test_zoo.py", "    model, history = train(spec, d, device=device, resume=True, show_progress=show_progress)",
      "    model, history = train(spec, d, device=device, resume=False, show_progress=show_progress)",
