@@ -732,6 +732,8 @@ def make_loader(ds: Dataset, batch_size: int, shuffle: bool = False, seed: int =
 # %% ../nbs/01_data.ipynb #f40b2722
 def take(ds: ImageTensorDataset, n: int, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     "(x, y): the first `n` examples as float [0, 1] images and int64 labels, or a seeded class-balanced pick."
+    if get_settings().dry_run:  # a few images, whatever the split holds (one per class: CIFAR-100's is 100)
+        n = min(n, len(ds), get_settings().dry_run_images)
     if n > len(ds):
         warnings.warn(f"take: asked for {n} examples of {ds.info.name}, which has {len(ds)}; taking all", stacklevel=2)
         n = len(ds)

@@ -2,6 +2,7 @@
 folders of its own (issue 27)."""
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -34,6 +35,16 @@ def test_every_data_set_is_a_small_look_alike_at_its_real_shape(dry, name, shape
     assert tuple(ds.x.shape[1:]) == shape and ds.num_classes == classes and ds.info.name == name
     assert ds.class_counts().tolist() == [per_class] * classes
     assert len(data.load_dataset(name, "test", n_per_class=1)) == classes  # never more than the split asks for
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "tinyimagenet"])
+def test_an_evaluation_takes_at_most_dry_run_images_whatever_its_split_holds(dry, name):
+    "A look-alike split has one image per class (CIFAR-100's 100): Table 1's 10,000 test images must not attack all."
+    split = data.load_dataset(name, "test")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no "taking all" warning: a dry run asks for a few by design
+        picked, first = data.take(split, 10_000, seed=0), data.take(split, 10_000)
+    assert len(picked[0]) == len(first[0]) == dry.dry_run_images <= len(split)
 
 
 def test_a_larger_subset_holds_images_a_smaller_one_lacks(dry):

@@ -90,6 +90,8 @@ MUTANTS = [
      "return keys % m, keys % m, (keys // (m * m)) % 2 == 1", "the vertical offset is the horizontal one"),
     ("data", "tests/test_data.py", 'generator=torch_generator(derive_seed("advnb.subset", int(seed), c)))',
      'generator=torch_generator(derive_seed("advnb.subset", int(seed))))', "every class of a subset drawn by one permutation"),
+    ("data", "tests/test_dry_run.py", "        n = min(n, len(ds), get_settings().dry_run_images)", "        pass",
+     "a dry run's evaluation takes a 100-class look-alike split whole"),
     ("data", "tests/test_data.py", "keys = torch.randint(0, _KEY_HIGH, (self.n,), generator=self.generator)",
      "keys = torch.randint(0, _KEY_HIGH, (self.n,), generator=torch_generator(0))",
      "every epoch augments every image alike"),
