@@ -15,10 +15,11 @@ from .attack_basics import (AttackInputError, check_count, check_eps, check_logi
 from .core import progress
 
 # %% auto #0
-__all__ = ['AUTOATTACK_STANDARD', 'autoattack_component', 'autoattack', 'linear_robust_set']
+__all__ = ['AUTOATTACK_STANDARD', 'AUTOATTACK_TARGET_CLASSES', 'autoattack_component', 'autoattack', 'linear_robust_set']
 
 # %% ../nbs/03f_autoattack.ipynb #66895fd3
 AUTOATTACK_STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")  # the standard version's components, in its order
+AUTOATTACK_TARGET_CLASSES = 9  # APGD-T's and FAB-T's targets in the standard version, whatever the number of classes
 
 
 def _torchattacks():
@@ -38,10 +39,11 @@ def autoattack_component(name: str, model: nn.Module, eps: float, norm: str = "l
     common = dict(norm=tnorm, eps=eps, n_restarts=1, seed=seed)
     if name == "apgd-ce":
         return ta.APGD(model, steps=steps, loss="ce", **common)
-    if name == "apgd-t":
-        return ta.APGDT(model, steps=steps, n_classes=n_classes, **common)
-    if name == "fab-t":
-        return ta.FAB(model, steps=steps, multi_targeted=True, n_classes=n_classes, **common)
+    if name in ("apgd-t", "fab-t"):
+        attack = (ta.APGDT(model, steps=steps, n_classes=n_classes, **common) if name == "apgd-t" else
+                  ta.FAB(model, steps=steps, multi_targeted=True, n_classes=n_classes, **common))
+        attack.n_target_classes = min(AUTOATTACK_TARGET_CLASSES, n_classes - 1)  # torchattacks: n_classes - 1
+        return attack
     if name == "square":
         return ta.Square(model, n_queries=square_queries, p_init=0.8, resc_schedule=False, **common)
     raise AttackInputError(f"AutoAttack has no component {name!r}; its components: {', '.join(AUTOATTACK_STANDARD)}")

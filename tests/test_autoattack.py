@@ -82,6 +82,9 @@ def test_components_at_the_authors_settings():
     assert (apgd_t.steps, apgd_t.n_target_classes, apgd_t.n_restarts) == (100, 9, 1)
     assert (fab_t.steps, fab_t.n_target_classes, fab_t.multi_targeted) == (100, 9, True)
     assert (square.n_queries, square.p_init, square.rescale_schedule) == (5000, 0.8, False)
+    for name in ("apgd-t", "fab-t"):  # the 9 most likely others whatever the classes, not torchattacks' classes - 1
+        assert autoattack_component(name, model, eps=0.03, n_classes=100).n_target_classes == 9
+        assert autoattack_component(name, model, eps=0.03, n_classes=4).n_target_classes == 3
     assert autoattack_component("apgd-ce", model, eps=0.03, norm="l2").norm == "L2"
     with pytest.raises(A.AttackInputError, match="no component 'apgd-dlr'"):
         autoattack(model, torch.rand(2, 3, 8, 8), torch.zeros(2, dtype=torch.long), eps=0.1, components=("apgd-dlr",))
