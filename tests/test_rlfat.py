@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from advnb.papers import d_setup as P
 from advnb.papers import d_rlfat as R
+from advnb import core
 from advnb.attacks import pgd
 from advnb.core import torch_generator
 from advnb.train import get_objective, pgd_at_objective
@@ -397,6 +398,8 @@ def test_smoothgrad_of_a_linear_model_is_its_weight_row():
     target = torch.tensor([0, 1, 2, 0, 1])
     g = R.smoothgrad(m, x, target, n_samples=7, sigma=0.3, seed=0)
     assert torch.allclose(g.flatten(1), m.W.detach()[target])
+    with core.dry_run_setting(True):  # a dry run draws 3 of the 50 samples: still their mean, not 3/50 of it
+        assert torch.allclose(R.smoothgrad(m, x, target, n_samples=50).flatten(1), m.W.detach()[target])
 
 
 def test_smoothgrad_with_no_noise_is_the_gradient_and_noise_smooths():
@@ -409,6 +412,7 @@ def test_smoothgrad_with_no_noise_is_the_gradient_and_noise_smooths():
     assert not torch.allclose(R.smoothgrad(m, x, t, n_samples=3, sigma=0.5), plain)
     img = R.salience_image(plain)
     assert img.shape == (2, 4, 4) and img.min() >= 0 and img.max() <= 1
+    assert R.salience_image(plain[:0]).shape == (0, 4, 4)  # no image (d4 when no image is right for all four)
 
 
 # ---------------------------------------------------------------- specs
