@@ -67,7 +67,7 @@ class Settings:
     precision: str = "fp32"  # training arithmetic on CUDA: fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)
     channels_last: str = "auto"  # conv memory layout in training: auto (on CUDA) | true | false
     dry_run: bool = False  # every data set a small synthetic look-alike, every model a few steps (`advnb run --dry-run`)
-    dry_run_images: int = 10  # a dry run's images per split (at least one per class), training step and evaluation
+    dry_run_images: int = 20  # a dry run's images per split (at least one per class), training step and evaluation
     dry_run_epochs: int = 2  # the epochs a dry run trains of any model, whatever its spec says
     dry_run_steps: int = 1  # the optimiser steps per epoch a dry run takes
     dry_run_attack_steps: int = 3  # a dry run's most iterations of an attack or search (`attack_basics.iterations`)
