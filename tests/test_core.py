@@ -66,7 +66,7 @@ def test_unknown_key_in_ini_is_an_error(tmp_path):
         load_settings(write_ini(tmp_path / "settings.ini", colour="blue"), environ={})
 
 
-def test_repository_settings_file_parses_and_gives_the_defaults_but_the_data_folder():
+def test_repository_settings_file_parses_and_gives_the_defaults_but_its_folders():
     "A value the file states beside its default overrides it in every run from here: they drifted once (dry_run_images)."
     import dataclasses
     s = load_settings(Path(__file__).resolve().parents[1] / "settings.ini", environ={})
