@@ -298,6 +298,9 @@ MUTANTS = [
     # the plan: passes, memory and its clock
     ("workflow/plan", "tests/test_plan.py", '''"on the CPU" if memory else "")]) + [busy] * bool(busy)''',
      '''"on the CPU" if memory else "")])''', "a plan timed on a busy CPU gives its hours without a word"),
+    ("workflow/plan", "tests/test_plan.py::test_the_memory_estimate_runs_a_few_attack_iterations_and_finds_the_full_attacks_peak",
+     "few = core.dry_run_setting(True) if few_iterations else contextlib.nullcontext()", "few = contextlib.nullcontext()",
+     "the memory estimate runs the objective's whole attack"),
     ("workflow/plan", "tests/test_plan.py", "    if load <= BUSY_LOAD * cores:", "    if load <= BUSY_LOAD * cores * 10:",
      "a load of several processes per core taken for an idle CPU"),
     ("workflow/plan", "tests/test_plan.py", "            \"train passes\": spec.epochs * n_train * per_image,",

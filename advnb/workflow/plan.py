@@ -248,11 +248,13 @@ class _Held:
     def __del__(self): self.counter.release(self.key)
 
 
-def saved_tensor_bytes(spec: TrainSpec, model, batch_size: int) -> tuple[int, int]:
-    "`(peak, largest)`: bytes saved for backward over `spec`'s training loss of one random CPU batch (parameters left out)."
+def saved_tensor_bytes(spec: TrainSpec, model, batch_size: int, few_iterations: bool = True) -> tuple[int, int]:
+    """`(peak, largest)`: bytes saved for backward over `spec`'s training loss of one random CPU batch (parameters left
+    out); with `few_iterations`, its attack runs at most `dry_run_attack_steps` iterations, which hold the same peak."""
     x, y = _random_batch(spec, torch.device("cpu"), batch_size)
     counter = _SavedBytes({p.untyped_storage().data_ptr() for p in model.parameters()})
-    with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda h: h.t if isinstance(h, _Held) else h):
+    few = core.dry_run_setting(True) if few_iterations else contextlib.nullcontext()  # caps `iterations` (03a)
+    with few, torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda h: h.t if isinstance(h, _Held) else h):
         with core.mixed_precision(spec.precision, "cpu"):
             total = training_loss(spec, model, x, y)[0]
     del total
